@@ -1,0 +1,235 @@
+"""The actor-critic trained on imagined trajectories (STORM / DreamerV3 style).
+
+- Actor: a categorical with a uniform mix for Discrete actions; a tanh-squashed diagonal Gaussian
+  for Box actions (entropy and log-probabilities taken on the pre-squash Normal).
+- Critic: symlog two-hot over 255 bins, with a slow EMA copy that regularises it.
+- Returns: lambda-returns bootstrapped from ``V(s_{t+1})``, continuation from the termination head.
+- Advantages: divided by ``max(1, S)``, ``S`` an EMA of the 95th - 5th percentile of the returns.
+- Actor loss: REINFORCE with the normalised advantage minus an entropy bonus.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
+from sb3_gitstorm.networks import mlp, zero_init_output
+
+
+class ImaginedTrajectory(NamedTuple):
+    """A batch of imagined rollouts of ``H`` steps.
+
+    Attributes
+    ----------
+    features : th.Tensor
+        ``(B, H + 1, F)``: actor-critic inputs ``concat(z_t, h_{t-1})`` of the states ``s_0 .. s_H``.
+    actions : th.Tensor
+        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``.
+    rewards, continues : th.Tensor
+        ``(B, H)``: predicted reward and probability that the episode continues after each action.
+    latents : th.Tensor
+        ``(B, H + 1, K * C)``: the flat one-hot latents of the states (decodable into frames).
+    """
+
+    features: th.Tensor
+    actions: th.Tensor
+    rewards: th.Tensor
+    continues: th.Tensor
+    latents: th.Tensor
+
+
+class Actor(nn.Module):
+    """Policy over raw actions: class indices (Discrete) or pre-tanh Gaussian samples (Box).
+
+    Parameters
+    ----------
+    feature_dim : int
+        Size of ``concat(z, h)``.
+    action_space : spaces.Discrete or spaces.Box
+        Box actions are produced in [-1, 1] (the policy rescales them to the bounds).
+    hidden, layers : int
+        MLP width and depth.
+    unimix : float
+        Uniform mix of the categorical (Discrete only).
+    min_std, max_std : float
+        Range of the Gaussian standard deviation (Box only).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        action_space: spaces.Space,
+        hidden: int,
+        layers: int,
+        unimix: float,
+        min_std: float = 0.1,
+        max_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.unimix, self.min_std, self.max_std = unimix, min_std, max_std
+        out_dim = self.action_dim if self.discrete else 2 * self.action_dim
+        self.net = mlp(feature_dim, out_dim, hidden, layers)
+
+    def distribution(self, features: th.Tensor) -> Distribution:
+        """Distribution over raw actions given features ``(..., F)``; ``log_prob`` and ``entropy`` have shape ``(...)``."""
+        out = self.net(features)
+        if self.discrete:
+            return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
+        mean, std = out.chunk(2, -1)
+        std = (self.max_std - self.min_std) * th.sigmoid(std + 2.0) + self.min_std
+        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """Raw actions for features ``(..., F)``: indices ``(...)`` or pre-tanh vectors ``(..., A)``."""
+        if self.discrete:
+            logits = self.net(features)
+            return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
+        dist = self.distribution(features)
+        return dist.mean if deterministic else dist.sample()
+
+    def squash(self, raw_actions: th.Tensor) -> th.Tensor:
+        """Raw actions to what the world model and the environment take: indices, or ``tanh`` in [-1, 1]."""
+        return raw_actions if self.discrete else th.tanh(raw_actions)
+
+
+class Critic(nn.Module):
+    """State value as a symlog two-hot distribution over ``bins`` bins."""
+
+    def __init__(self, feature_dim: int, hidden: int, layers: int, bins: int) -> None:
+        super().__init__()
+        self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers))
+        self.twohot = SymlogTwoHot(bins)
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        """Logits over the bins, ``(..., bins)``."""
+        return self.net(features)
+
+    def value(self, features: th.Tensor) -> th.Tensor:
+        """Expected value, shape ``(...)``."""
+        return self.twohot.mean(self(features))
+
+
+def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, gamma: float, lam: float) -> th.Tensor:
+    """TD(lambda) returns ``R_t = r_t + gamma c_t ((1 - lam) V(s_{t+1}) + lam R_{t+1})``, ``R_H = V(s_H)``.
+
+    Parameters
+    ----------
+    rewards, continues : th.Tensor
+        ``(B, H)``.
+    values : th.Tensor
+        ``(B, H + 1)``: ``V(s_0) .. V(s_H)``.
+
+    Returns
+    -------
+    th.Tensor
+        ``(B, H)``.
+    """
+    ret = values[:, -1]
+    returns = []
+    for t in reversed(range(rewards.shape[1])):
+        ret = rewards[:, t] + gamma * continues[:, t] * ((1.0 - lam) * values[:, t + 1] + lam * ret)
+        returns.append(ret)
+    return th.stack(returns[::-1], 1)
+
+
+class ReturnNormalizer(nn.Module):
+    """EMA of the 5-95 percentile range of the returns; advantages are divided by ``max(1, S)``.
+
+    The statistic is a buffer, so it is saved and restored with the policy.
+    """
+
+    scale: th.Tensor
+
+    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95) -> None:
+        super().__init__()
+        self.decay, self.low, self.high = decay, low, high
+        self.register_buffer("scale", th.zeros(()))
+
+    @th.no_grad()
+    def update(self, returns: th.Tensor) -> th.Tensor:
+        """Fold a batch of returns into the statistic and return the divisor ``max(1, S)``."""
+        flat = returns.detach().float().flatten()
+        spread = th.quantile(flat, self.high) - th.quantile(flat, self.low)
+        self.scale.mul_(self.decay).add_((1.0 - self.decay) * spread)
+        return self.scale.clamp(min=1.0)
+
+
+class ActorCriticLoss(NamedTuple):
+    """Losses of one update and detached statistics for logging."""
+
+    actor: th.Tensor
+    critic: th.Tensor
+    entropy: th.Tensor
+    return_scale: th.Tensor
+    mean_return: th.Tensor
+    mean_value: th.Tensor
+
+
+class ActorCritic(nn.Module):
+    """Actor, critic, its slow target and the return normaliser.
+
+    Parameters
+    ----------
+    feature_dim : int
+        Size of ``concat(z, h)``.
+    action_space : spaces.Discrete or spaces.Box
+    hidden, layers, bins : int
+        MLP width and depth, critic bins.
+    unimix : float
+        Uniform mix of the discrete actor.
+    """
+
+    def __init__(self, feature_dim: int, action_space: spaces.Space, hidden: int, layers: int, bins: int, unimix: float) -> None:
+        super().__init__()
+        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix)
+        self.critic = Critic(feature_dim, hidden, layers, bins)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.normalizer = ReturnNormalizer()
+
+    def loss(self, traj: ImaginedTrajectory, gamma: float, lam: float, ent_coef: float) -> ActorCriticLoss:
+        """Actor and critic losses on imagined trajectories (which carry no gradient).
+
+        States after a predicted termination weigh less: each step is weighted by the probability
+        that the trajectory is still alive when it is reached.
+        """
+        features = traj.features.detach()
+        logits = self.critic(features)
+        twohot = self.critic.twohot
+        with th.no_grad():
+            values = twohot.mean(logits)
+            returns = lambda_returns(traj.rewards, traj.continues, values, gamma, lam)
+            scale = self.normalizer.update(returns)
+            advantages = (returns - values[:, :-1]) / scale
+            alive = th.cat([th.ones_like(traj.continues[:, :1]), traj.continues[:, :-1]], 1).cumprod(1)
+            slow_values = self.target_critic.value(features[:, :-1])
+
+        dist = self.actor.distribution(features[:, :-1])
+        entropy = dist.entropy()
+        actor = -(alive * (advantages * dist.log_prob(traj.actions) + ent_coef * entropy)).mean()
+
+        log_probs = F.log_softmax(logits[:, :-1], dim=-1)
+        critic_nll = twohot.loss(logits, returns, log_probs) + twohot.loss(logits, slow_values, log_probs)
+        critic = (alive * critic_nll).mean()
+        return ActorCriticLoss(
+            actor=actor,
+            critic=critic,
+            entropy=entropy.mean().detach(),
+            return_scale=scale,
+            mean_return=returns.mean(),
+            mean_value=values.mean(),
+        )
+
+    @th.no_grad()
+    def update_target(self, tau: float) -> None:
+        """Polyak update of the slow critic: ``target <- (1 - tau) target + tau critic``."""
+        for target, online in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
+            target.lerp_(online, tau)

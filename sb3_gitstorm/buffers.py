@@ -1,0 +1,151 @@
+"""Sequence replay buffer: windows of consecutive steps for the world model and the imagination context."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer
+
+
+class SequenceSamples(NamedTuple):
+    """A batch of windows of ``L`` consecutive steps of one environment each.
+
+    Attributes
+    ----------
+    observations : th.Tensor
+        ``(B, L, *obs_shape)``, the stored dtype (uint8 for images).
+    actions : th.Tensor
+        ``(B, L)`` long indices (Discrete) or ``(B, L, A)`` float actions scaled to [-1, 1] (Box).
+    rewards : th.Tensor
+        ``(B, L)`` float.
+    terminated, truncated, episode_starts : th.Tensor
+        ``(B, L)`` bool: the step ended the episode by termination / by a time limit; the
+        observation is the first of its episode.
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    rewards: th.Tensor
+    terminated: th.Tensor
+    truncated: th.Tensor
+    episode_starts: th.Tensor
+
+
+class SequenceReplayBuffer(BaseBuffer):
+    """Ring buffer of steps ``(o_t, a_t, r_t, terminated_t, truncated_t, first_t)`` per environment.
+
+    Each observation is stored once, in its own dtype (images stay uint8); there is no
+    ``next_observation`` copy: the next step of the same column is the next observation, and the
+    ``episode_starts`` flag says when it belongs to a new episode. Windows never cross the write
+    position, so every window is a contiguous piece of one environment's history (it may contain
+    episode boundaries, which the world model masks).
+
+    Parameters
+    ----------
+    buffer_size : int
+        Total steps stored over all environments (``buffer_size // n_envs`` per environment).
+    observation_space, action_space : spaces.Space
+        Observation space as stored (the model's, e.g. resized images) and Discrete or Box actions.
+    device : th.device or str
+        Where sampled tensors go.
+    n_envs : int
+        Number of parallel environments (one column each).
+    """
+
+    observation_space: spaces.Box
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Box,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+    ) -> None:
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.buffer_size = max(buffer_size // n_envs, 1)
+        size, dtype = (self.buffer_size, n_envs), observation_space.dtype
+        self.observations = np.zeros((*size, *self.obs_shape), dtype=dtype)
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.actions = np.zeros(
+            size if self.discrete else (*size, self.action_dim), dtype=np.int64 if self.discrete else np.float32
+        )
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.terminated = np.zeros(size, dtype=bool)
+        self.truncated = np.zeros(size, dtype=bool)
+        self.episode_starts = np.zeros(size, dtype=bool)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored arrays."""
+        arrays = (self.observations, self.actions, self.rewards, self.terminated, self.truncated, self.episode_starts)
+        return sum(a.nbytes for a in arrays)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+        episode_start: np.ndarray,
+    ) -> None:
+        """Store one step of every environment.
+
+        Parameters
+        ----------
+        obs : np.ndarray
+            ``(n_envs, *obs_shape)``: the observation the action was taken at.
+        action : np.ndarray
+            ``(n_envs,)`` / ``(n_envs, 1)`` indices or ``(n_envs, A)`` scaled actions.
+        reward, done : np.ndarray
+            ``(n_envs,)``: reward and done flag returned by ``VecEnv.step``.
+        infos : list of dict
+            ``TimeLimit.truncated`` tells truncation from termination.
+        episode_start : np.ndarray
+            ``(n_envs,)`` bool: ``obs`` is the first observation of its episode.
+        """
+        truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
+        done = np.asarray(done, dtype=bool).reshape(self.n_envs)
+        self.observations[self.pos] = np.asarray(obs).reshape(self.n_envs, *self.obs_shape)
+        self.actions[self.pos] = np.asarray(action).reshape(self.actions.shape[1:])
+        self.rewards[self.pos] = np.asarray(reward).reshape(self.n_envs)
+        self.terminated[self.pos] = done & ~truncated
+        self.truncated[self.pos] = done & truncated
+        self.episode_starts[self.pos] = np.asarray(episode_start, dtype=bool).reshape(self.n_envs)
+        self.pos += 1
+        if self.pos == self.buffer_size:
+            self.full = True
+            self.pos = 0
+
+    def can_sample(self, sequence_length: int) -> bool:
+        """Whether every column holds at least one window of ``sequence_length`` steps."""
+        return self.size() >= sequence_length
+
+    def sample(self, batch_size: int, sequence_length: int) -> SequenceSamples:  # type: ignore[override]
+        """Sample ``batch_size`` windows of ``sequence_length`` consecutive steps, uniformly.
+
+        Raises
+        ------
+        ValueError
+            If the buffer holds fewer than ``sequence_length`` steps per environment.
+        """
+        if not self.can_sample(sequence_length):
+            raise ValueError(
+                f"cannot sample windows of {sequence_length} steps: the buffer holds {self.size()} steps per environment"
+            )
+        # Valid starts are the ``size - L + 1`` windows that end before the write position.
+        n_starts = self.size() - sequence_length + 1
+        first = self.pos if self.full else 0
+        starts = (first + np.random.randint(0, n_starts, size=batch_size)) % self.buffer_size
+        env_indices = np.random.randint(0, self.n_envs, size=batch_size)
+        return self._get_samples(starts, env_indices, sequence_length)
+
+    def _get_samples(self, starts: np.ndarray, env_indices: np.ndarray, sequence_length: int) -> SequenceSamples:  # type: ignore[override]
+        rows = (starts[:, None] + np.arange(sequence_length)) % self.buffer_size
+        cols = env_indices[:, None]
+        arrays = (self.observations, self.actions, self.rewards, self.terminated, self.truncated, self.episode_starts)
+        return SequenceSamples(*(th.as_tensor(a[rows, cols], device=self.device) for a in arrays))

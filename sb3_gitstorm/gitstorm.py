@@ -1,0 +1,430 @@
+"""GITSTORM: GIT-STORM (and STORM, ``prior="mlp"``) as a Stable-Baselines3 algorithm.
+
+Paper loop, per real environment step after ``learning_starts`` steps of random actions:
+
+1. act with the policy on ``concat(z_t, h_{t-1})`` (the recurrent ``state`` of ``predict``);
+2. store ``(o_t, a_t, r_t, terminated_t, truncated_t, first_t)`` in the sequence replay buffer;
+3. one world-model update on ``batch_size`` windows of ``batch_length`` steps;
+4. one imagination phase: ``imagine_batch_size`` windows of ``imagine_context_length`` real steps,
+   rolled ``imagine_horizon`` steps forward by the world model and the actor;
+5. one actor-critic update on the imagined trajectories.
+
+``train_freq`` / ``gradient_steps`` generalise "every step, once" as in every SB3 off-policy algorithm.
+
+References: Meo, Lica, Ikram et al., "Masked Generative Priors Improve World Models Sequence
+Modelling Capabilities" (arXiv 2410.07836); Zhang et al., "STORM: Efficient Stochastic Transformer
+based World Models for Reinforcement Learning" (NeurIPS 2023).
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from collections import defaultdict
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
+
+from sb3_gitstorm.actor_critic import ImaginedTrajectory
+from sb3_gitstorm.buffers import SequenceReplayBuffer
+from sb3_gitstorm.config import PRIORS
+from sb3_gitstorm.imagination import imagine
+from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
+from sb3_gitstorm.save_util import atomic_write
+
+SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise a clear error for spaces GITSTORM does not support.
+
+    Supported: Box observations (uint8 images for CnnPolicy, anything flat for MlpPolicy) and
+    Discrete or bounded 1-D Box actions.
+    """
+    if not isinstance(observation_space, spaces.Box):
+        raise TypeError(
+            f"GITSTORM supports Box observation spaces (images or vectors), got {observation_space}. "
+            "Flatten Dict/Tuple observations (e.g. gymnasium.wrappers.FlattenObservation) first."
+        )
+    if isinstance(action_space, spaces.Discrete):
+        return
+    if not isinstance(action_space, spaces.Box):
+        raise TypeError(f"GITSTORM supports Discrete and bounded Box action spaces, got {action_space}")
+    if len(action_space.shape) != 1:
+        raise ValueError(f"GITSTORM supports 1-D Box action spaces, got shape {action_space.shape}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(f"GITSTORM needs bounded Box actions (finite low and high), got {action_space}")
+
+
+class GITSTORM(OffPolicyAlgorithm):
+    """GIT-STORM: a transformer world model with a MaskGIT prior, and an actor-critic trained in imagination.
+
+    Parameters
+    ----------
+    policy : str or type
+        ``"CnnPolicy"`` (uint8 images, resized to 64x64), ``"MlpPolicy"`` (vectors) or a policy class.
+    env : gymnasium.Env, VecEnv or str
+        The environment; ``None`` only when loading a model for prediction.
+    learning_rate : float or Schedule
+        World-model Adam learning rate (1e-4).
+    actor_learning_rate, critic_learning_rate : float or Schedule
+        Actor and critic Adam learning rates (3e-5).
+    buffer_size : int
+        Replay capacity in steps, over all environments.
+    learning_starts : int
+        Steps of uniformly random actions before training starts (1024).
+    batch_size, batch_length : int
+        World-model batch: ``batch_size`` windows of ``batch_length`` steps (16 x 64).
+    imagine_batch_size, imagine_context_length, imagine_horizon : int
+        Imagination: start windows, their real context length and the imagined steps (1024, 8, 16).
+    train_freq : int or tuple
+        Update every ``train_freq`` steps (or ``(n, "episode")``).
+    gradient_steps : int
+        Updates per rollout (-1: as many as environment steps collected).
+    gamma, gae_lambda : float
+        Discount (0.985) and lambda of the lambda-returns (0.95).
+    ent_coef : float
+        Entropy bonus of the actor (3e-4).
+    tau : float
+        Polyak coefficient of the slow critic (0.02, i.e. EMA decay 0.98).
+    prior : str
+        ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
+    draft_steps, revise_steps, revise_rounds : int
+        Draft-and-revise schedule of the MaskGIT prior in imagination (paper: 1, 1, 1).
+    world_model_max_grad_norm, actor_critic_max_grad_norm : float
+        Gradient-norm clips (1000 and 100).
+    stats_window_size : int
+        Episodes averaged in the rollout logs.
+    tensorboard_log : str, optional
+        TensorBoard log folder.
+    policy_kwargs : dict, optional
+        ``size`` (``"tiny"``, ``"small"``, ``"base"`` = paper) and overrides of any
+        :class:`~sb3_gitstorm.config.ModelConfig` field.
+    verbose : int
+        0 silent, 1 training logs, 2 debug.
+    seed : int, optional
+        Seed of the random generators.
+    device : th.device or str
+        ``"auto"`` uses CUDA when available.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy: GITSTORMPolicy
+    replay_buffer: SequenceReplayBuffer
+
+    def __init__(
+        self,
+        policy: str | type[GITSTORMPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-4,
+        actor_learning_rate: float | Schedule = 3e-5,
+        critic_learning_rate: float | Schedule = 3e-5,
+        buffer_size: int = 100_000,
+        learning_starts: int = 1024,
+        batch_size: int = 16,
+        batch_length: int = 64,
+        imagine_batch_size: int = 1024,
+        imagine_context_length: int = 8,
+        imagine_horizon: int = 16,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        gamma: float = 0.985,
+        gae_lambda: float = 0.95,
+        ent_coef: float = 3e-4,
+        tau: float = 0.02,
+        prior: str = "maskgit",
+        draft_steps: int = 1,
+        revise_steps: int = 1,
+        revise_rounds: int = 1,
+        world_model_max_grad_norm: float = 1000.0,
+        actor_critic_max_grad_norm: float = 100.0,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        if prior not in PRIORS:
+            raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
+        if env is not None:
+            env = self._check_env(env, verbose)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=SequenceReplayBuffer,
+            policy_kwargs=dict(policy_kwargs or {}),
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            support_multi_env=True,
+            supported_action_spaces=(spaces.Discrete, spaces.Box),
+        )
+        self.actor_learning_rate = actor_learning_rate
+        self.critic_learning_rate = critic_learning_rate
+        self.batch_length = batch_length
+        self.imagine_batch_size = imagine_batch_size
+        self.imagine_context_length = imagine_context_length
+        self.imagine_horizon = imagine_horizon
+        self.gae_lambda = gae_lambda
+        self.ent_coef = ent_coef
+        self.prior = prior
+        self.draft_steps = draft_steps
+        self.revise_steps = revise_steps
+        self.revise_rounds = revise_rounds
+        self.world_model_max_grad_norm = world_model_max_grad_norm
+        self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
+        # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
+        self._policy_state: tuple[np.ndarray, ...] | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_env(env: GymEnv | str, verbose: int) -> GymEnv:
+        """Make the env if given by id and reject unsupported spaces before SB3 wraps it."""
+        env = maybe_make_env(env, verbose)
+        check_spaces(env.observation_space, env.action_space)
+        if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
+            raise ValueError("GITSTORM normalises observations and rewards itself (symlog); remove the VecNormalize wrapper")
+        return env
+
+    def _setup_model(self) -> None:
+        if not issubclass(self.policy_class, GITSTORMPolicy):
+            raise ValueError(
+                f"{self.policy_class.__name__} is not a GITSTORM policy: this file or object was not made by GITSTORM"
+            )
+        self._setup_lr_schedule()
+        self.actor_lr_schedule = FloatSchedule(self.actor_learning_rate)
+        self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(
+            self.observation_space,
+            self.action_space,
+            self.lr_schedule,
+            actor_learning_rate=self.actor_lr_schedule(1.0),
+            critic_learning_rate=self.critic_lr_schedule(1.0),
+            prior=self.prior,
+            context_length=self.imagine_context_length,
+            **self.policy_kwargs,
+        ).to(self.device)
+        self._check_hyperparameters()
+        if self.replay_buffer is None:
+            self.replay_buffer = SequenceReplayBuffer(
+                self.buffer_size, self.policy.model_observation_space, self.action_space, self.device, n_envs=self.n_envs
+            )
+        self._convert_train_freq()
+
+    def _check_hyperparameters(self) -> None:
+        max_length = self.policy.config.max_length
+        tokens = self.policy.config.latent_tokens
+        checks = [
+            (
+                self.learning_starts <= self.buffer_size,
+                f"learning_starts ({self.learning_starts}) is larger than buffer_size ({self.buffer_size})",
+            ),
+            (
+                self.batch_length <= self.buffer_size // self.n_envs,
+                f"batch_length ({self.batch_length}) is larger than the {self.buffer_size // self.n_envs} steps per "
+                f"environment that buffer_size={self.buffer_size} holds with {self.n_envs} environment(s)",
+            ),
+            (
+                self.batch_length <= max_length,
+                f"batch_length ({self.batch_length}) exceeds the transformer's max_length ({max_length})",
+            ),
+            (self.imagine_context_length >= 1, f"imagine_context_length must be >= 1, got {self.imagine_context_length}"),
+            (
+                self.imagine_context_length - 1 + self.imagine_horizon <= max_length,
+                f"imagine_context_length - 1 + imagine_horizon ({self.imagine_context_length - 1 + self.imagine_horizon}) "
+                f"exceeds the transformer's max_length ({max_length})",
+            ),
+            (1 <= self.draft_steps <= tokens, f"draft_steps must be in [1, {tokens}], got {self.draft_steps}"),
+            (1 <= self.revise_steps <= tokens, f"revise_steps must be in [1, {tokens}], got {self.revise_steps}"),
+            (self.revise_rounds >= 0, f"revise_rounds must be >= 0, got {self.revise_rounds}"),
+            (self.batch_size >= 1 and self.imagine_batch_size >= 1, "batch_size and imagine_batch_size must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_policy_state"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        names = ["policy", "policy.world_model_optimizer", "policy.actor_optimizer", "policy.critic_optimizer"]
+        return names, []
+
+    # ------------------------------------------------------------------------ the paper's loop
+    def learn(
+        self: SelfGITSTORM,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "GITSTORM",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfGITSTORM:
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        if reset_num_timesteps or self._last_obs is None:
+            self._policy_state = None  # the environments are about to be reset
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
+        if self.num_timesteps < learning_starts:
+            action = np.array([self.action_space.sample() for _ in range(n_envs)])
+        else:
+            action, self._policy_state = self.predict(
+                self._last_obs,
+                state=self._policy_state,
+                episode_start=self._last_episode_starts,  # type: ignore[arg-type]
+            )
+        buffer_action = self.policy.scale_action(action) if isinstance(self.action_space, spaces.Box) else action
+        return action, buffer_action
+
+    def _store_transition(
+        self,
+        replay_buffer: SequenceReplayBuffer,  # type: ignore[override]
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray,  # type: ignore[override]
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """2. Store ``(o_t, a_t, r_t, done_t)`` with ``o_t`` the observation the action was taken at."""
+        obs = self.policy.model_observation(th.as_tensor(self._last_obs)).numpy()
+        replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
+        self._last_obs = new_obs
+        self._last_episode_starts = dones
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        """3-5. World-model update, imagination, actor-critic update; ``gradient_steps`` times."""
+        if not self.replay_buffer.can_sample(max(self.batch_length, self.imagine_context_length)):
+            return  # each environment column needs one full window first
+        self._update_learning_rates()
+        logs: dict[str, list[float]] = defaultdict(list)
+        for _ in range(gradient_steps):
+            for key, value in self._train_world_model(batch_size).items():
+                logs[f"world_model/{key}"].append(value)
+            for key, value in self._train_actor_critic(self._imagine()).items():
+                logs[f"train/{key}"].append(value)
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in logs.items():
+            self.logger.record(key, float(np.mean(values)))
+
+    def _update_learning_rates(self) -> None:
+        progress = self._current_progress_remaining
+        for name, optimizer, schedule in (
+            ("learning_rate", self.policy.world_model_optimizer, self.lr_schedule),
+            ("actor_learning_rate", self.policy.actor_optimizer, self.actor_lr_schedule),
+            ("critic_learning_rate", self.policy.critic_optimizer, self.critic_lr_schedule),
+        ):
+            update_learning_rate(optimizer, schedule(progress))
+            self.logger.record(f"train/{name}", schedule(progress))
+
+    def _train_world_model(self, batch_size: int) -> dict[str, float]:
+        """3. One world-model update on ``batch_size`` replay windows of ``batch_length`` steps."""
+        world_model = self.policy.world_model
+        world_model.train()
+        batch = self.replay_buffer.sample(batch_size, self.batch_length)
+        loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
+        self.policy.world_model_optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        th.nn.utils.clip_grad_norm_(world_model.parameters(), self.world_model_max_grad_norm)
+        self.policy.world_model_optimizer.step()
+        return {
+            "loss": loss.total.item(),
+            "reconstruction_loss": loss.reconstruction.item(),
+            "reward_loss": loss.reward.item(),
+            "termination_loss": loss.termination.item(),
+            "kl_dynamics_loss": loss.kl_dynamics.item(),
+            "kl_representation_loss": loss.kl_representation.item(),
+            "kl": loss.kl.item(),
+            "prior_token_loss": loss.prior_token_ce.item(),
+            "prior_mask_ratio": loss.prior_mask_ratio.item(),
+        }
+
+    def _imagine(self) -> ImaginedTrajectory:
+        """4. Roll the world model forward from ``imagine_batch_size`` real context windows."""
+        self.policy.world_model.eval()
+        context = self.replay_buffer.sample(self.imagine_batch_size, self.imagine_context_length)
+        return imagine(
+            self.policy.world_model,
+            self.policy.actor_critic.actor,
+            context.observations,
+            context.actions,
+            context.episode_starts,
+            self.imagine_horizon,
+            self.draft_steps,
+            self.revise_steps,
+            self.revise_rounds,
+        )
+
+    def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:
+        """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""
+        actor_critic = self.policy.actor_critic
+        actor_critic.train()
+        loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
+        for value, optimizer, module in (
+            (loss.actor, self.policy.actor_optimizer, actor_critic.actor),
+            (loss.critic, self.policy.critic_optimizer, actor_critic.critic),
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            th.nn.utils.clip_grad_norm_(module.parameters(), self.actor_critic_max_grad_norm)
+            optimizer.step()
+        actor_critic.update_target(self.tau)
+        return {
+            "actor_loss": loss.actor.item(),
+            "critic_loss": loss.critic.item(),
+            "entropy": loss.entropy.item(),
+            "return_scale": loss.return_scale.item(),
+            "imagined_return": loss.mean_return.item(),
+            "imagined_value": loss.mean_value.item(),
+            "imagined_reward": trajectory.rewards.mean().item(),
+        }
+
+    # ------------------------------------------------------------------------- persistence
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Any = None,
+        include: Any = None,
+    ) -> None:
+        """Save the model to a zip file, atomically (an interrupted save keeps the previous file)."""
+        atomic_write(path, "zip", lambda target: super(GITSTORM, self).save(target, exclude, include))
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Save the replay buffer as a pickle file, atomically."""
+        atomic_write(path, "pkl", lambda target: save_to_pkl(target, self.replay_buffer, self.verbose))

@@ -1,0 +1,111 @@
+"""Imagined rollouts: the world model dreams, the actor acts, nothing touches the real environment.
+
+From a batch of real context windows ``o_1 .. o_T`` with actions ``a_1 .. a_T`` (T =
+``imagine_context_length``):
+
+1. encode the whole window once;
+2. run the sequence model over ``(z_1, a_1) .. (z_{T-1}, a_{T-1})`` into a key/value cache;
+3. start from the real state ``s_0 = (z_T, h_{T-1})`` and, for ``H`` steps, pick ``a ~ pi(s)``,
+   feed only the new ``(z, a)`` token through the cached transformer to get ``h``, predict reward
+   and continuation from ``h`` and sample the next latent from the prior.
+
+Every quantity respects episode boundaries inside the context window: if ``o_T`` starts an
+episode, ``h_{T-1}`` is zero (as when acting in the real environment) and no imagined token
+attends to the previous episode.
+"""
+
+from __future__ import annotations
+
+import torch as th
+
+from sb3_gitstorm.actor_critic import Actor, ImaginedTrajectory
+from sb3_gitstorm.transformer import segment_positions
+from sb3_gitstorm.world_model import WorldModel
+
+
+@th.no_grad()
+def imagine(
+    world_model: WorldModel,
+    actor: Actor,
+    obs: th.Tensor,
+    actions: th.Tensor,
+    episode_starts: th.Tensor,
+    horizon: int,
+    draft_steps: int = 1,
+    revise_steps: int = 1,
+    revise_rounds: int = 1,
+    use_kv_cache: bool = True,
+) -> ImaginedTrajectory:
+    """Roll the world model forward ``horizon`` steps from real context windows.
+
+    Parameters
+    ----------
+    world_model : WorldModel
+        Put it in eval mode first (no dropout, BatchNorm running statistics).
+    actor : Actor
+        Picks the imagined actions (sampled, not the mode).
+    obs : th.Tensor
+        ``(B, T, *obs_shape)`` raw context observations.
+    actions : th.Tensor
+        ``(B, T)`` indices or ``(B, T, A)`` scaled actions taken at those observations (the last
+        one is not used: the actor acts at ``s_0``).
+    episode_starts : th.Tensor
+        Bool ``(B, T)``.
+    horizon : int
+        Imagined steps ``H``.
+    draft_steps, revise_steps, revise_rounds : int
+        Draft-and-revise schedule of the MaskGIT prior (ignored by the MLP prior).
+    use_kv_cache : bool
+        False recomputes the whole sequence at every step (the STORM code's behaviour), kept to
+        measure what the cache saves.
+
+    Returns
+    -------
+    ImaginedTrajectory
+    """
+    batch, context = episode_starts.shape
+    latents = world_model.encode(obs).flatten(-2)
+    segments, positions = segment_positions(episode_starts)
+    transformer = world_model.transformer
+    cache = transformer.new_cache(batch, context - 1 + horizon, latents.device) if use_kv_cache else None
+
+    inputs = world_model.sequence_input(latents[:, :-1], actions[:, :-1])
+    token_segments, token_positions = segments[:, :-1], positions[:, :-1]
+    hidden = th.zeros(batch, transformer.dim, device=latents.device)
+    if context > 1:
+        context_hidden = transformer(inputs, token_segments, token_positions, cache)
+        hidden = th.where(episode_starts[:, -1:], hidden, context_hidden[:, -1])
+
+    # Imagined tokens belong to the start state's episode and continue its positions.
+    step_segment, start_position = segments[:, -1:], positions[:, -1:]
+    latent = latents[:, -1]
+    features, raw_actions, hiddens, states = [], [], [], []
+    for k in range(horizon):
+        feature = th.cat([latent, hidden], -1)
+        raw = actor.act(feature)
+        token = world_model.sequence_input(latent, actor.squash(raw))[:, None]
+        position = start_position + k
+        if cache is not None:
+            hidden = transformer(token, step_segment, position, cache)[:, 0]
+        else:
+            inputs = th.cat([inputs, token], 1)
+            token_segments = th.cat([token_segments, step_segment], 1)
+            token_positions = th.cat([token_positions, position], 1)
+            hidden = transformer(inputs, token_segments, token_positions)[:, -1]
+        features.append(feature)
+        raw_actions.append(raw)
+        states.append(latent)
+        hiddens.append(hidden)
+        tokens = world_model.prior.sample(hidden, draft_steps, revise_steps, revise_rounds)
+        latent = world_model.tokens_to_latent(tokens)
+    features.append(th.cat([latent, hidden], -1))
+    states.append(latent)
+    # Reward and continuation heads once over all steps: one large batch instead of H small ones.
+    all_hidden = th.stack(hiddens, 1)
+    return ImaginedTrajectory(
+        features=th.stack(features, 1),
+        actions=th.stack(raw_actions, 1),
+        rewards=world_model.reward(all_hidden),
+        continues=world_model.continuation(all_hidden),
+        latents=th.stack(states, 1),
+    )

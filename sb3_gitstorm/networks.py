@@ -1,0 +1,95 @@
+"""Building blocks: MLPs and the image / vector encoders and decoders of the world model."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch as th
+from torch import nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """``layers`` x (Linear, LayerNorm, ReLU) followed by a Linear output layer.
+
+    Parameters
+    ----------
+    in_dim, out_dim : int
+        Input and output features.
+    hidden : int
+        Width of the hidden layers.
+    layers : int
+        Number of hidden layers (0 gives a single Linear map).
+    """
+    modules: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers):
+        modules += [nn.Linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.ReLU()]
+        dim = hidden
+    modules.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*modules)
+
+
+def zero_init_output(net: nn.Sequential) -> nn.Sequential:
+    """Zero the last Linear layer so a head starts by predicting a uniform distribution / zero."""
+    last = net[-1]
+    assert isinstance(last, nn.Linear)
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+    return net
+
+
+class ImageEncoder(nn.Module):
+    """STORM's CNN encoder: stride-2 4x4 convolutions with BatchNorm and ReLU, then flatten.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input image.
+    channels : tuple of int
+        Output channels of each convolution (paper: 32-64-128-256).
+    image_size : int
+        Side of the square input (paper: 64); the final map is ``image_size / 2**len(channels)``.
+
+    Input ``(N, in_channels, image_size, image_size)`` float in [0, 1];
+    output ``(N, out_dim)`` with ``out_dim = channels[-1] * final_side**2``.
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], image_size: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for ch in channels:
+            layers += [nn.Conv2d(prev, ch, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU()]
+            prev = ch
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        self.final_side = image_size // 2 ** len(channels)
+        self.out_dim = channels[-1] * self.final_side**2
+
+    def forward(self, images: th.Tensor) -> th.Tensor:
+        # channels-last convolutions are markedly faster with oneDNN (CPU) and cuDNN (GPU).
+        return self.net(images.contiguous(memory_format=th.channels_last))
+
+
+class ImageDecoder(nn.Module):
+    """Mirror of :class:`ImageEncoder`: Linear to the final map, then stride-2 transposed convolutions.
+
+    Input ``(N, latent_dim)``; output ``(N, out_channels, image_size, image_size)``, unbounded
+    (trained with MSE against images scaled to [0, 1]).
+    """
+
+    def __init__(self, latent_dim: int, channels: tuple[int, ...], out_channels: int, image_size: int) -> None:
+        super().__init__()
+        side = image_size // 2 ** len(channels)
+        rev = list(reversed(channels))
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, rev[0] * side * side, bias=False), nn.Unflatten(1, (rev[0], side, side))
+        )
+        layers: list[nn.Module] = [nn.BatchNorm2d(rev[0]), nn.ReLU()]
+        for prev, ch in itertools.pairwise(rev):
+            layers += [nn.ConvTranspose2d(prev, ch, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU()]
+        layers.append(nn.ConvTranspose2d(rev[-1], out_channels, 4, stride=2, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, latent: th.Tensor) -> th.Tensor:
+        return self.net(self.project(latent).contiguous(memory_format=th.channels_last))

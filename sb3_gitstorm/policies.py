@@ -1,0 +1,273 @@
+"""GITSTORM policies: the world model and the actor-critic behind SB3's ``predict`` API.
+
+Acting needs ``h_{t-1}``, which depends on the recent ``(z, a)`` history of each environment, so
+``predict`` carries that history as its recurrent ``state`` (like sb3-contrib's RecurrentPPO):
+
+    action, state = model.predict(obs, state=state, episode_start=episode_start)
+
+The state is a tuple of numpy arrays ``(tokens, actions, lengths)`` holding the last
+``context_length - 1`` latents (as class indices) and actions of every environment; rows flagged
+in ``episode_start`` are emptied first. The current frame is always encoded: the actor acts on
+``concat(z_t, h_{t-1})`` with ``z_t`` from the real observation (``h`` is zero at an episode start).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+
+from sb3_gitstorm.actor_critic import ActorCritic
+from sb3_gitstorm.config import PRIORS, ModelConfig
+from sb3_gitstorm.world_model import WorldModel
+
+ContextState = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def resize_images(images: th.Tensor, size: int) -> th.Tensor:
+    """Resize uint8 channel-first images ``(N, C, H, W)`` to ``(N, C, size, size)`` (area filter down, bilinear up)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    mode = "area" if images.shape[-1] >= size and images.shape[-2] >= size else "bilinear"
+    resized = F.interpolate(images.float(), size=(size, size), mode=mode)
+    return resized.round_().clamp_(0, 255).to(th.uint8)
+
+
+class GITSTORMPolicy(BasePolicy):
+    """World model + actor-critic, with the optimisers of both.
+
+    Parameters
+    ----------
+    observation_space : spaces.Box
+        The environment's observation space.
+    action_space : spaces.Discrete or spaces.Box
+        The environment's action space (Box: 1-D and bounded).
+    lr_schedule : Schedule
+        World-model learning rate schedule.
+    actor_learning_rate, critic_learning_rate : float
+        Adam learning rates of the actor and the critic (eps 1e-5).
+    prior : str
+        ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
+    context_length : int
+        Steps of real history behind ``h`` when acting (``imagine_context_length``); the state keeps
+        the last ``context_length - 1`` of them.
+    images : bool
+        Use the CNN encoder / decoder (CnnPolicy) rather than MLPs (MlpPolicy).
+    size : str
+        ``"tiny"``, ``"small"`` or ``"base"`` (paper size).
+    **model_kwargs
+        Per-field overrides of :class:`~sb3_gitstorm.config.ModelConfig`.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        actor_learning_rate: float = 3e-5,
+        critic_learning_rate: float = 3e-5,
+        prior: str = "maskgit",
+        context_length: int = 8,
+        images: bool = False,
+        size: str = "base",
+        **model_kwargs: Any,
+    ) -> None:
+        super().__init__(observation_space, action_space, squash_output=isinstance(action_space, spaces.Box))
+        if prior not in PRIORS:
+            raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
+        self.config = ModelConfig.from_size(size, **model_kwargs)
+        self.size, self.model_kwargs, self.prior_name, self.images = size, model_kwargs, prior, images
+        self.actor_learning_rate, self.critic_learning_rate = actor_learning_rate, critic_learning_rate
+        self.context_length = context_length
+        self.model_observation_space = self._model_observation_space(observation_space)
+
+        self.world_model = WorldModel(self.model_observation_space, action_space, self.config, prior, images)
+        self.actor_critic = ActorCritic(
+            self.config.feature_dim,
+            action_space,
+            self.config.ac_hidden,
+            self.config.ac_layers,
+            self.config.reward_bins,
+            self.config.unimix,
+        )
+        self.world_model_optimizer = th.optim.Adam(self.world_model.parameters(), lr=lr_schedule(1))
+        self.actor_optimizer = th.optim.Adam(self.actor_critic.actor.parameters(), lr=actor_learning_rate, eps=1e-5)
+        self.critic_optimizer = th.optim.Adam(self.actor_critic.critic.parameters(), lr=critic_learning_rate, eps=1e-5)
+
+    def _model_observation_space(self, observation_space: spaces.Box) -> spaces.Box:
+        """The space the world model sees: images resized to ``image_size`` squared, vectors unchanged."""
+        if not self.images:
+            return observation_space
+        side = self.config.image_size
+        return spaces.Box(0, 255, (observation_space.shape[0], side, side), np.uint8)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            lr_schedule=self._dummy_schedule,
+            actor_learning_rate=self.actor_learning_rate,
+            critic_learning_rate=self.critic_learning_rate,
+            prior=self.prior_name,
+            context_length=self.context_length,
+            images=self.images,
+            size=self.size,
+            **self.model_kwargs,
+        )
+        data.pop("normalize_images", None)
+        return data
+
+    # ------------------------------------------------------------------------------ acting
+    def model_observation(self, obs: th.Tensor) -> th.Tensor:
+        """Environment observations ``(N, *obs_shape)`` to what the world model takes (resized images)."""
+        return resize_images(obs, self.config.image_size) if self.images else obs
+
+    def initial_state(self, n_envs: int) -> ContextState:
+        """An empty acting context for ``n_envs`` environments."""
+        k = max(self.context_length - 1, 0)
+        action_shape = (n_envs, k) if self.world_model.discrete else (n_envs, k, self.world_model.action_dim)
+        return (
+            np.zeros((n_envs, k, self.config.latent_tokens), dtype=np.int64),
+            np.zeros(action_shape, dtype=np.int64 if self.world_model.discrete else np.float32),
+            np.zeros(n_envs, dtype=np.int64),
+        )
+
+    def _context_hidden(self, tokens: th.Tensor, actions: th.Tensor, lengths: th.Tensor) -> th.Tensor:
+        """``h`` after the last ``lengths`` (right-aligned) steps of each row's context, zero where empty."""
+        n, k = tokens.shape[:2]
+        hidden = th.zeros(n, self.config.hidden_dim, device=tokens.device)
+        if k == 0:
+            return hidden
+        first_valid = (k - lengths)[:, None]
+        index = th.arange(k, device=tokens.device)[None, :]
+        valid = index >= first_valid
+        # Padding gets its own segment, so real steps never attend to it.
+        segments, positions = valid.long(), (index - first_valid).clamp(min=0)
+        inputs = self.world_model.sequence_input(self.world_model.tokens_to_latent(tokens), actions)
+        out = self.world_model.transformer(inputs, segments, positions)[:, -1]
+        return th.where((lengths > 0)[:, None], out, hidden)
+
+    def act(self, obs: th.Tensor, state: ContextState, deterministic: bool = False) -> tuple[th.Tensor, ContextState]:
+        """Actions for a batch of observations and the updated context.
+
+        Parameters
+        ----------
+        obs : th.Tensor
+            ``(N, *obs_shape)`` environment observations.
+        state : ContextState
+            Context of the ``N`` environments (already reset where episodes start).
+        deterministic : bool
+            Posterior mode and actor mode instead of samples.
+
+        Returns
+        -------
+        tuple
+            Actions as the world model takes them (``(N,)`` indices or ``(N, A)`` in [-1, 1]) and
+            the new state.
+        """
+        tokens, actions, lengths = (th.as_tensor(x, device=self.device) for x in state)
+        latent = self.world_model.encode(self.model_observation(obs), deterministic)
+        hidden = self._context_hidden(tokens, actions, lengths)
+        actor = self.actor_critic.actor
+        action = actor.squash(actor.act(th.cat([latent.flatten(-2), hidden], -1), deterministic))
+        if tokens.shape[1] > 0:
+            tokens = th.cat([tokens[:, 1:], latent.argmax(-1)[:, None]], 1)
+            actions = th.cat([actions[:, 1:], action[:, None].to(actions.dtype)], 1)
+            lengths = (lengths + 1).clamp(max=tokens.shape[1])
+        new_state = tuple(x.cpu().numpy() for x in (tokens, actions, lengths))
+        return action, new_state  # type: ignore[return-value]
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        """Stateless action (empty context, ``h = 0``); ``predict`` carries the context instead."""
+        action, _ = self.act(observation, self.initial_state(observation.shape[0]), deterministic)  # type: ignore[union-attr]
+        return action
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Actions for observations, carrying each environment's recent history as ``state``.
+
+        Parameters
+        ----------
+        observation : np.ndarray
+            One observation or a batch ``(n_envs, *obs_shape)``.
+        state : tuple of np.ndarray, optional
+            The state returned by the previous call; None starts every environment afresh.
+        episode_start : np.ndarray, optional
+            ``(n_envs,)`` bool: these environments start a new episode (their context is emptied).
+        deterministic : bool
+            Use the modes of the posterior and of the actor.
+
+        Returns
+        -------
+        tuple
+            Environment actions (rescaled to the Box bounds) and the next state.
+        """
+        self.set_training_mode(False)
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError(
+                "predict() got a tuple (obs, info): pass the observation alone. "
+                "Gym's `obs, info = env.reset()` differs from SB3's `obs = vec_env.reset()`."
+            )
+        obs, vectorized = self.obs_to_tensor(observation)
+        n_envs = obs.shape[0]  # type: ignore[union-attr]
+        context = self._check_state(state, n_envs)
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            if starts.shape[0] != n_envs:
+                raise ValueError(f"episode_start has {starts.shape[0]} entries for {n_envs} observations")
+            context = (context[0], context[1], np.where(starts, 0, context[2]))
+        with th.no_grad():
+            action, new_state = self.act(obs, context, deterministic)  # type: ignore[arg-type]
+        actions = action.cpu().numpy()
+        if isinstance(self.action_space, spaces.Box):
+            actions = self.unscale_action(actions.reshape(-1, *self.action_space.shape))
+        if not vectorized:
+            actions = actions.squeeze(axis=0)
+        return actions, new_state
+
+    def _check_state(self, state: tuple[np.ndarray, ...] | None, n_envs: int) -> ContextState:
+        empty = self.initial_state(n_envs)
+        if state is None:
+            return empty
+        if len(state) != 3 or any(np.shape(s) != e.shape for s, e in zip(state, empty, strict=False)):
+            shapes = [np.shape(s) for s in state]
+            expected = [e.shape for e in empty]
+            raise ValueError(
+                f"state does not match this model and {n_envs} environment(s): got arrays of shapes {shapes}, "
+                f"expected {expected}. Pass the state returned by the previous predict() call, or None."
+            )
+        return state  # type: ignore[return-value]
+
+
+class MlpPolicy(GITSTORMPolicy):
+    """GITSTORM policy with MLP encoder / decoder, for flat (vector) observations."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any) -> None:
+        if not isinstance(observation_space, spaces.Box):
+            raise TypeError(f"MlpPolicy needs a Box observation space, got {observation_space}")
+        kwargs["images"] = False
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+
+class CnnPolicy(GITSTORMPolicy):
+    """GITSTORM policy with STORM's CNN encoder / decoder, for uint8 image observations (resized to 64x64)."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any) -> None:
+        if not is_image_space(observation_space) or not is_image_space_channels_first(observation_space):  # type: ignore[arg-type]
+            raise ValueError(
+                "CnnPolicy needs channel-first uint8 image observations with values in [0, 255] "
+                f"(SB3 transposes HxWxC environments for you), got {observation_space}. "
+                "Use MlpPolicy for vector observations."
+            )
+        kwargs["images"] = True
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)

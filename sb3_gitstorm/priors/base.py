@@ -1,0 +1,84 @@
+"""The interface every prior ``p(z_{t+1} | h_t)`` of the world model implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch as th
+from torch import nn
+
+
+class LatentPrior(nn.Module, ABC):
+    """Distribution of the next stochastic latent given the sequence model's output.
+
+    The latent ``z`` is ``num_tokens`` categoricals of ``num_classes`` classes each; priors
+    return normalised log-probabilities with the uniform mix already applied.
+
+    Parameters
+    ----------
+    hidden_dim : int
+        Size of ``h_t``.
+    num_tokens, num_classes : int
+        Shape of the categorical latent.
+    unimix : float
+        Uniform mix applied once to the output distribution.
+    """
+
+    def __init__(self, hidden_dim: int, num_tokens: int, num_classes: int, unimix: float) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.num_tokens = num_tokens
+        self.num_classes = num_classes
+        self.unimix = unimix
+
+    @abstractmethod
+    def log_probs(self, hidden: th.Tensor) -> th.Tensor:
+        """One-shot distribution of ``z_{t+1}`` from ``h_t`` alone.
+
+        Parameters
+        ----------
+        hidden : th.Tensor
+            ``(N, hidden_dim)``.
+
+        Returns
+        -------
+        th.Tensor
+            Log-probabilities ``(N, num_tokens, num_classes)``.
+        """
+
+    @abstractmethod
+    def training_log_probs(
+        self,
+        hidden: th.Tensor,
+        current_tokens: th.Tensor,
+        next_tokens: th.Tensor,
+        generator: th.Generator | None = None,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Prior log-probabilities used in the world-model loss, and the tokens they are trained on.
+
+        Parameters
+        ----------
+        hidden : th.Tensor
+            ``(N, hidden_dim)``: ``h_t``.
+        current_tokens, next_tokens : th.Tensor
+            Long ``(N, num_tokens)``: posterior samples of ``z_t`` and ``z_{t+1}``.
+        generator : th.Generator, optional
+            Random generator for the training mask.
+
+        Returns
+        -------
+        tuple of th.Tensor
+            Log-probabilities ``(N, num_tokens, num_classes)`` of ``z_{t+1}`` and a bool
+            ``(N, num_tokens)`` mask of the tokens the prior was asked to predict.
+        """
+
+    @abstractmethod
+    def sample(
+        self,
+        hidden: th.Tensor,
+        draft_steps: int = 1,
+        revise_steps: int = 1,
+        revise_rounds: int = 1,
+        generator: th.Generator | None = None,
+    ) -> th.Tensor:
+        """Sample ``z_{t+1}`` as class indices, long ``(N, num_tokens)``, for imagination."""

@@ -1,0 +1,237 @@
+"""The STORM / GIT-STORM world model.
+
+::
+
+    o_t --encoder--> q(z_t | o_t)  (K categoricals of C classes, unimix, straight-through sample)
+    z_t --decoder--> o_t reconstruction
+    (z_<=t, a_<=t) --causal transformer--> h_t
+    h_t --> reward r_t (symlog two-hot), termination (Bernoulli), prior p(z_{t+1} | h_t)
+
+The prior is STORM's linear head or GIT-STORM's MaskGIT transformer (:mod:`sb3_gitstorm.priors`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import preprocess_obs
+from torch import nn
+
+from sb3_gitstorm.config import ModelConfig
+from sb3_gitstorm.distributions import SymlogTwoHot, kl_balance, sample_one_hot, symlog, unimix_log_probs
+from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, zero_init_output
+from sb3_gitstorm.priors import make_prior
+from sb3_gitstorm.transformer import CausalTransformer, segment_positions
+
+ENCODE_CHUNK = 1024  # frames per encoder call when encoding without gradients
+
+
+class WorldModelLoss(NamedTuple):
+    """The total loss and its parts (scalars); the parts are detached, for logging.
+
+    ``kl_dynamics`` / ``kl_representation`` are the clipped (free-bits) loss terms, ``kl`` the raw
+    KL between posterior and prior on the same tokens, ``prior_token_ce`` the prior's
+    cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT).
+    """
+
+    total: th.Tensor
+    reconstruction: th.Tensor
+    reward: th.Tensor
+    termination: th.Tensor
+    kl_dynamics: th.Tensor
+    kl_representation: th.Tensor
+    kl: th.Tensor
+    prior_token_ce: th.Tensor
+    prior_mask_ratio: th.Tensor
+
+
+class WorldModel(nn.Module):
+    """Encoder, decoder, sequence model, reward / termination heads and prior.
+
+    Parameters
+    ----------
+    observation_space : spaces.Box
+        The space the model sees: channel-first uint8 images of ``config.image_size`` squared
+        (``images=True``), or any Box (flattened, ``images=False``).
+    action_space : spaces.Discrete or spaces.Box
+        Discrete actions enter the sequence model one-hot, Box actions as the scaled vector in [-1, 1].
+    config : ModelConfig
+        Dimensions and loss settings.
+    prior : str
+        ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
+    images : bool
+        CNN encoder / decoder (images) or MLPs (vectors).
+    """
+
+    def __init__(
+        self, observation_space: spaces.Box, action_space: spaces.Space, config: ModelConfig, prior: str, images: bool
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.observation_space = observation_space
+        self.is_image = images
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.obs_shape = tuple(observation_space.shape)
+        k, c = config.latent_tokens, config.latent_classes
+
+        if self.is_image:
+            channels = self.obs_shape[0]
+            image_encoder = ImageEncoder(channels, config.cnn_channels, config.image_size)
+            self.encoder = nn.Sequential(image_encoder, nn.Linear(image_encoder.out_dim, k * c))
+            self.decoder = ImageDecoder(config.latent_dim, config.cnn_channels, channels, config.image_size)
+        else:
+            obs_dim = int(np.prod(self.obs_shape))
+            self.encoder = mlp(obs_dim, k * c, config.mlp_hidden, config.mlp_layers)
+            self.decoder = mlp(config.latent_dim, obs_dim, config.mlp_hidden, config.mlp_layers)
+
+        self.transformer = CausalTransformer(
+            input_dim=config.latent_dim + self.action_dim,
+            dim=config.hidden_dim,
+            layers=config.transformer_layers,
+            heads=config.transformer_heads,
+            ffn_dim=config.transformer_ffn,
+            dropout=config.dropout,
+            max_length=config.max_length,
+        )
+        self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, 2))
+        self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, 2)
+        self.prior = make_prior(prior, config)
+        self.twohot = SymlogTwoHot(config.reward_bins)
+
+    # ----------------------------------------------------------------- observations and latents
+    def preprocess(self, obs: th.Tensor) -> th.Tensor:
+        """A flat batch of raw observations ``(N, *obs_shape)`` to network input ``(N, *in)``: images in
+        [0, 1] (channels-last, converted while still uint8), vectors flattened (SB3's ``preprocess_obs``)."""
+        if self.is_image:
+            return obs.contiguous(memory_format=th.channels_last).float().div_(255.0)
+        return preprocess_obs(obs, self.observation_space).flatten(1)
+
+    def _flatten_obs(self, obs: th.Tensor) -> tuple[th.Size, th.Tensor]:
+        n = len(self.obs_shape)
+        if tuple(obs.shape[obs.dim() - n :]) != self.obs_shape:
+            raise ValueError(f"observation shape {tuple(obs.shape)} does not end with the model's {self.obs_shape}")
+        return obs.shape[: obs.dim() - n], obs.reshape(-1, *self.obs_shape)
+
+    def posterior(self, obs: th.Tensor) -> th.Tensor:
+        """``q(z_t | o_t)`` as log-probabilities ``(..., K, C)`` from raw observations ``(..., *obs_shape)``.
+
+        Without gradients, large batches (the imagination context) are encoded in chunks of
+        ``ENCODE_CHUNK`` frames, which keeps the float copies in cache: about 2x faster on CPU.
+        """
+        lead, flat = self._flatten_obs(obs)
+        chunks = flat.split(ENCODE_CHUNK) if not th.is_grad_enabled() else (flat,)
+        logits = th.cat([self.encoder(self.preprocess(chunk)) for chunk in chunks])
+        logits = logits.view(*lead, self.config.latent_tokens, self.config.latent_classes)
+        return unimix_log_probs(logits, self.config.unimix)
+
+    def encode(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """Raw observations ``(..., *obs_shape)`` to one-hot latents ``(..., K, C)``."""
+        return sample_one_hot(self.posterior(obs), deterministic)
+
+    def decode(self, latent: th.Tensor) -> th.Tensor:
+        """Flat one-hot latents ``(..., K*C)`` to reconstructions ``(..., *in)`` (images in [0, 1] scale,
+        vectors in symlog scale)."""
+        lead = latent.shape[:-1]
+        out = self.decoder(latent.reshape(-1, latent.shape[-1]))
+        return out.view(*lead, *out.shape[1:])
+
+    def tokens_to_latent(self, tokens: th.Tensor) -> th.Tensor:
+        """Class indices ``(..., K)`` to flat one-hot latents ``(..., K*C)``."""
+        return F.one_hot(tokens, self.config.latent_classes).float().flatten(-2)
+
+    # ------------------------------------------------------------------------- sequence model
+    def sequence_input(self, latent: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """``concat(z_t, a_t)``: flat latents ``(..., K*C)`` and actions (indices ``(...)`` or
+        scaled vectors ``(..., A)``) to ``(..., K*C + action_dim)``."""
+        if self.discrete:
+            actions = F.one_hot(actions.long(), self.action_dim).to(latent.dtype)
+        return th.cat([latent, actions.to(latent.dtype)], -1)
+
+    def reward(self, hidden: th.Tensor) -> th.Tensor:
+        """Predicted reward ``r_t`` from ``h_t``, shape ``hidden.shape[:-1]``."""
+        return self.twohot.mean(self.reward_head(hidden))
+
+    def continuation(self, hidden: th.Tensor) -> th.Tensor:
+        """Probability that the episode goes on after step ``t``, shape ``hidden.shape[:-1]``."""
+        return th.sigmoid(-self.termination_head(hidden).squeeze(-1))
+
+    # ---------------------------------------------------------------------------------- loss
+    def loss(
+        self,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        rewards: th.Tensor,
+        terminated: th.Tensor,
+        episode_starts: th.Tensor,
+    ) -> WorldModelLoss:
+        """World-model loss on a batch of replay windows.
+
+        Parameters
+        ----------
+        obs : th.Tensor
+            ``(B, L, *obs_shape)`` raw observations ``o_t``.
+        actions : th.Tensor
+            ``(B, L)`` action indices or ``(B, L, A)`` scaled actions ``a_t`` taken at ``o_t``.
+        rewards, terminated : th.Tensor
+            ``(B, L)``: reward and termination that followed ``a_t``.
+        episode_starts : th.Tensor
+            Bool ``(B, L)``: ``o_t`` is the first observation of an episode. No attention and no
+            dynamics target crosses such a boundary.
+
+        Returns
+        -------
+        WorldModelLoss
+        """
+        cfg = self.config
+        lead, flat = self._flatten_obs(obs)
+        x = self.preprocess(flat)
+        post = unimix_log_probs(self.encoder(x).view(*lead, cfg.latent_tokens, cfg.latent_classes), cfg.unimix)
+        latent = sample_one_hot(post)
+        flat_latent = latent.flatten(-2)
+
+        target = x if self.is_image else symlog(x)
+        reconstruction = ((self.decoder(flat_latent.flatten(0, 1)) - target) ** 2).flatten(1).sum(-1).mean()
+
+        segments, positions = segment_positions(episode_starts)
+        hidden = self.transformer(self.sequence_input(flat_latent, actions), segments, positions)
+        reward = self.twohot.loss(self.reward_head(hidden), rewards).mean()
+        termination = F.binary_cross_entropy_with_logits(self.termination_head(hidden).squeeze(-1), terminated.float())
+
+        # The prior at h_t predicts z_{t+1}; steps whose next observation starts a new episode have no target.
+        tokens = latent.detach().argmax(-1)
+        k = cfg.latent_tokens
+        prior, token_mask = self.prior.training_log_probs(
+            hidden[:, :-1].reshape(-1, cfg.hidden_dim), tokens[:, :-1].reshape(-1, k), tokens[:, 1:].reshape(-1, k)
+        )
+        step_mask = ~episode_starts[:, 1:].reshape(-1)
+        kl_tokens = token_mask if cfg.prior_kl_positions == "masked" else th.ones_like(token_mask)
+        kl_dyn, kl_rep, kl = kl_balance(post[:, 1:].reshape(prior.shape), prior, kl_tokens, step_mask, cfg.kl_free_bits)
+
+        predicted = token_mask & step_mask[:, None]
+        token_nll = -prior.gather(-1, tokens[:, 1:].reshape(-1, k, 1)).squeeze(-1)
+        prior_token_ce = (token_nll * predicted).sum() / predicted.sum().clamp(min=1)
+
+        total = (
+            reconstruction
+            + reward
+            + termination
+            + cfg.kl_dyn_coef * kl_dyn
+            + cfg.kl_rep_coef * kl_rep
+            + cfg.prior_ce_coef * prior_token_ce
+        )
+        return WorldModelLoss(
+            total=total,
+            reconstruction=reconstruction.detach(),
+            reward=reward.detach(),
+            termination=termination.detach(),
+            kl_dynamics=kl_dyn.detach(),
+            kl_representation=kl_rep.detach(),
+            kl=kl,
+            prior_token_ce=prior_token_ce.detach(),
+            prior_mask_ratio=token_mask.float().mean(),
+        )

@@ -1,0 +1,94 @@
+"""Lambda-returns, return normalisation, actors and the actor-critic losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+from sb3_gitstorm.actor_critic import ActorCritic, ImaginedTrajectory, ReturnNormalizer, lambda_returns
+
+
+def test_lambda_returns_by_hand() -> None:
+    rewards = th.tensor([[1.0, 2.0, 3.0]])
+    continues = th.tensor([[1.0, 0.5, 1.0]])
+    values = th.tensor([[10.0, 20.0, 30.0, 40.0]])
+    gamma, lam = 0.9, 0.8
+    r2 = 3.0 + gamma * 1.0 * 40.0  # bootstraps from V(s_3)
+    r1 = 2.0 + gamma * 0.5 * ((1 - lam) * 30.0 + lam * r2)
+    r0 = 1.0 + gamma * 1.0 * ((1 - lam) * 20.0 + lam * r1)
+    th.testing.assert_close(lambda_returns(rewards, continues, values, gamma, lam), th.tensor([[r0, r1, r2]]))
+
+
+def test_lambda_one_is_monte_carlo_and_zero_is_td() -> None:
+    rewards, continues, values = th.rand(2, 5), th.ones(2, 5), th.rand(2, 6)
+    mc = lambda_returns(rewards, continues, values, 1.0, 1.0)
+    th.testing.assert_close(mc[:, 0], rewards.sum(1) + values[:, -1])
+    td = lambda_returns(rewards, continues, values, 0.9, 0.0)
+    th.testing.assert_close(td, rewards + 0.9 * values[:, 1:])
+
+
+def test_return_normalizer() -> None:
+    norm = ReturnNormalizer(decay=0.5)
+    assert float(norm.update(th.zeros(100))) == 1.0  # small spread: never divides by less than 1
+    returns = th.linspace(0, 100, 1001)
+    norm.update(returns)
+    spread = float(th.quantile(returns, 0.95) - th.quantile(returns, 0.05))
+    assert abs(float(norm.scale) - 0.5 * spread) < 1e-3  # 0.5 * 0 + (1 - 0.5) * spread
+
+
+def trajectory(action_space: spaces.Space, batch: int = 8, horizon: int = 5, features: int = 12) -> ImaginedTrajectory:
+    gen = th.Generator().manual_seed(0)
+    if isinstance(action_space, spaces.Discrete):
+        actions = th.randint(int(action_space.n), (batch, horizon), generator=gen)
+    else:
+        actions = th.randn(batch, horizon, action_space.shape[0], generator=gen)
+    return ImaginedTrajectory(
+        features=th.randn(batch, horizon + 1, features, generator=gen),
+        actions=actions,
+        rewards=th.rand(batch, horizon, generator=gen),
+        continues=th.ones(batch, horizon),
+        latents=th.zeros(batch, horizon + 1, 4),
+    )
+
+
+def test_actor_critic_update_moves_towards_returns() -> None:
+    for space in (spaces.Discrete(3), spaces.Box(-1.0, 1.0, (2,), np.float32)):
+        th.manual_seed(0)
+        ac = ActorCritic(12, space, hidden=32, layers=2, bins=63, unimix=0.01)
+        traj = trajectory(space)
+        opt = th.optim.Adam(ac.critic.parameters(), lr=1e-2)
+        first = ac.loss(traj, 0.9, 0.95, 3e-4)
+        for _ in range(50):
+            loss = ac.loss(traj, 0.9, 0.95, 3e-4)
+            opt.zero_grad()
+            loss.critic.backward()
+            opt.step()
+        assert float(loss.critic) < float(first.critic)
+        assert float(loss.mean_value) > float(first.mean_value)  # rewards are positive
+        loss.actor.backward()
+        assert all(p.grad is not None for p in ac.actor.parameters())
+
+
+def test_continuous_actor_is_bounded_and_discrete_actor_valid() -> None:
+    box = ActorCritic(12, spaces.Box(-1.0, 1.0, (3,), np.float32), 32, 1, 63, 0.01).actor
+    raw = box.act(th.randn(1000, 12) * 100)
+    action = box.squash(raw)
+    assert action.shape == (1000, 3) and float(action.abs().max()) <= 1.0
+    assert box.distribution(th.randn(4, 12)).entropy().shape == (4,)
+    disc = ActorCritic(12, spaces.Discrete(4), 32, 1, 63, 0.01).actor
+    a = disc.act(th.randn(1000, 12))
+    assert a.shape == (1000,) and int(a.min()) >= 0 and int(a.max()) <= 3
+    feats = th.randn(7, 12)
+    assert th.equal(disc.act(feats, deterministic=True), disc.distribution(feats).probs.argmax(-1))
+
+
+def test_target_critic_follows_slowly() -> None:
+    ac = ActorCritic(12, spaces.Discrete(2), 16, 1, 31, 0.01)
+    with th.no_grad():
+        for p in ac.critic.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in ac.target_critic.parameters()]
+    ac.update_target(0.02)
+    for b, t, c in zip(before, ac.target_critic.parameters(), ac.critic.parameters(), strict=True):
+        th.testing.assert_close(t, 0.98 * b + 0.02 * c)

@@ -31,7 +31,8 @@ class ImaginedTrajectory(NamedTuple):
     features : th.Tensor
         ``(B, H + 1, F)``: actor-critic inputs ``concat(z_t, h_{t-1})`` of the states ``s_0 .. s_H``.
     actions : th.Tensor
-        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``.
+        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``
+        (the given actions themselves in open-loop prediction).
     rewards, continues : th.Tensor
         ``(B, H)``: predicted reward and probability that the episode continues after each action.
     latents : th.Tensor

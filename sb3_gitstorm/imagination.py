@@ -26,7 +26,7 @@ from sb3_gitstorm.world_model import WorldModel
 @th.no_grad()
 def imagine(
     world_model: WorldModel,
-    actor: Actor,
+    actor: Actor | None,
     obs: th.Tensor,
     actions: th.Tensor,
     episode_starts: th.Tensor,
@@ -35,6 +35,7 @@ def imagine(
     revise_steps: int = 1,
     revise_rounds: int = 1,
     use_kv_cache: bool = True,
+    future_actions: th.Tensor | None = None,
 ) -> ImaginedTrajectory:
     """Roll the world model forward ``horizon`` steps from real context windows.
 
@@ -42,8 +43,8 @@ def imagine(
     ----------
     world_model : WorldModel
         Put it in eval mode first (no dropout, BatchNorm running statistics).
-    actor : Actor
-        Picks the imagined actions (sampled, not the mode).
+    actor : Actor or None
+        Picks the imagined actions (sampled, not the mode); None when ``future_actions`` are given.
     obs : th.Tensor
         ``(B, T, *obs_shape)`` raw context observations.
     actions : th.Tensor
@@ -58,6 +59,9 @@ def imagine(
     use_kv_cache : bool
         False recomputes the whole sequence at every step (the STORM code's behaviour), kept to
         measure what the cache saves.
+    future_actions : th.Tensor, optional
+        ``(B, H)`` indices or ``(B, H, A)`` actions in [-1, 1] to take instead of the actor's:
+        open-loop prediction of a recorded episode, for evaluating the world model.
 
     Returns
     -------
@@ -82,8 +86,12 @@ def imagine(
     features, raw_actions, hiddens, states = [], [], [], []
     for k in range(horizon):
         feature = th.cat([latent, hidden], -1)
-        raw = actor.act(feature)
-        token = world_model.sequence_input(latent, actor.squash(raw))[:, None]
+        if future_actions is not None:
+            raw = action = future_actions[:, k]
+        else:
+            raw = actor.act(feature)
+            action = actor.squash(raw)
+        token = world_model.sequence_input(latent, action)[:, None]
         position = start_position + k
         if cache is not None:
             hidden = transformer(token, step_segment, position, cache)[:, 0]

@@ -95,3 +95,17 @@ def test_imagination_shapes_and_cache_equivalence(prior: str) -> None:
     assert bool((traj.features[2, 0, CFG.latent_dim :] != 0).any())
     for a, b in zip(runs[0], runs[1], strict=True):
         th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_open_loop_imagination_takes_the_given_actions() -> None:
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "maskgit", False).eval()
+    obs, actions, _, starts = batch(VECTOR, spaces.Discrete(3), b=4, length=5)
+    future = th.randint(3, (4, 6))
+    traj = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=future)
+    assert th.equal(traj.actions, future)
+    th.manual_seed(1)
+    a = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=future)
+    th.manual_seed(1)
+    b = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=(future + 1) % 3)
+    assert not th.allclose(a.rewards, b.rewards)  # the actions drive the predictions

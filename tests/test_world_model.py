@@ -108,4 +108,4 @@ def test_open_loop_imagination_takes_the_given_actions() -> None:
     a = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=future)
     th.manual_seed(1)
     b = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=(future + 1) % 3)
-    assert not th.allclose(a.rewards, b.rewards)  # the actions drive the predictions
+    assert not th.allclose(a.continues, b.continues)  # the actions drive the predictions

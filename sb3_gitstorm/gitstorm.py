@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import warnings
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
 
@@ -267,6 +268,14 @@ class GITSTORM(OffPolicyAlgorithm):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        chunked = self.draft_steps > 1 or (self.revise_rounds > 0 and self.revise_steps > 1)
+        if self.prior == "maskgit" and chunked and self.policy.config.maskgit_input == "current":
+            warnings.warn(
+                "draft-and-revise with several chunks conditions the MaskGIT prior on tokens of z_{t+1}, but with "
+                "maskgit_input='current' (the authors' setting) it was trained with tokens of z_t visible; "
+                "pass policy_kwargs=dict(maskgit_input='next') to train it the way it decodes",
+                stacklevel=3,
+            )
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_policy_state"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -211,3 +213,13 @@ def test_load_rejects_models_of_other_algorithms(tmp_path) -> None:
 
 def test_policy_classes_are_exposed() -> None:
     assert GITSTORM.policy_aliases == {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+
+
+def test_warns_when_draft_and_revise_conditions_on_tokens_it_was_not_trained_on() -> None:
+    tiny = dict(size="tiny")
+    with pytest.warns(UserWarning, match="maskgit_input='next'"):
+        GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, policy_kwargs=tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, policy_kwargs=dict(size="tiny", maskgit_input="next"))
+        GITSTORM("MlpPolicy", "CartPole-v1", policy_kwargs=tiny)

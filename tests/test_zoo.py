@@ -11,6 +11,7 @@ import gymnasium as gym
 import optuna
 import rl_zoo3
 import yaml
+from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3 import PPO, SAC
@@ -33,6 +34,9 @@ def load(algo: str) -> dict:
 def test_gitstorm_is_a_zoo_algorithm() -> None:
     assert rl_zoo3.ALGOS["gitstorm"] is GITSTORM
     assert rl_zoo3.ALGOS["ppo"] is PPO
+    # Our Atari ids get the zoo's Atari treatment (stochastic evaluation, game scores in enjoy).
+    assert ExperimentManager.is_atari(atari_id("Pong")) and ExperimentManager.is_atari("ALE/Pong-v5")
+    assert not ExperimentManager.is_atari(dmc_id("cartpole-balance")) and not ExperimentManager.is_atari("CartPole-v1")
 
 
 def test_default_conf_file() -> None:

@@ -123,7 +123,7 @@ def make_dmc(
     camera_id : int, optional
         Camera of the images (default: 2 for quadruped, else 0).
     fast_render : bool
-        Render without shadows and anti-aliasing (about 10x faster on a CPU, but different images,
+        Render without shadows and anti-aliasing (5-10x faster on a CPU, but different images,
         so off by default).
     render_mode : str, optional
         None or ``"rgb_array"``; ``render()`` always returns the 64x64 camera image.

@@ -4,7 +4,8 @@
 ``train`` / ``enjoy`` (same arguments, same log folders) after this module has
 
 - added ``GITSTORM`` to ``rl_zoo3.ALGOS`` (and an Optuna search space for ``-optimize``),
-- registered the gymnasium ids of :mod:`sb3_gitstorm.envs`.
+- registered the gymnasium ids of :mod:`sb3_gitstorm.envs`, and made rl_zoo3 treat the Atari ones as
+  Atari (stochastic evaluation, ``enjoy`` prints the game scores of ``Monitor``).
 
 Without ``--conf-file``, ``train`` reads ``sb3_gitstorm/hyperparams/<algo>.yml`` when that file lists
 the environment or rl_zoo3 has no file for the algorithm (so ``--algo gitstorm`` always finds its
@@ -20,10 +21,11 @@ from typing import Any
 import optuna
 import rl_zoo3
 import yaml
+from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
-import sb3_gitstorm.envs  # noqa: F401  (registers the gymnasium ids)
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.envs import ATARI_100K_GAMES, atari_id
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
 ZOO_HYPERPARAMS_DIR = Path(rl_zoo3.__file__).resolve().parent / "hyperparams"
@@ -69,3 +71,8 @@ rl_zoo3.ALGOS.setdefault("gitstorm", GITSTORM)
 HYPERPARAMS_SAMPLER.setdefault("gitstorm", sample_gitstorm_params)
 # The sampled names are GITSTORM's own arguments: nothing to convert when loading a trial.
 HYPERPARAMS_CONVERTER.setdefault("gitstorm", dict)
+
+# rl_zoo3 recognises Atari by ALE's entry point; ours wraps ALE with the paper's preprocessing.
+_ATARI_IDS = frozenset(atari_id(game) for game in ATARI_100K_GAMES)
+_is_ale = ExperimentManager.is_atari
+ExperimentManager.is_atari = staticmethod(lambda env_id: env_id in _ATARI_IDS or _is_ale(env_id))

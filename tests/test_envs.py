@@ -26,8 +26,8 @@ from sb3_gitstorm.envs import (
 )
 
 
-@pytest.mark.parametrize("protocol, sticky, noop_max", [("storm", 0.25, 0), ("atari100k", 0.0, 30)])
-def test_atari_protocols(protocol: str, sticky: float, noop_max: int) -> None:
+@pytest.mark.parametrize("protocol, sticky, noop_max, n_actions", [("storm", 0.25, 0, 18), ("atari100k", 0.0, 30, 4)])
+def test_atari_protocols(protocol: str, sticky: float, noop_max: int, n_actions: int) -> None:
     env = gym.make(atari_id("Breakout"), protocol=protocol)
     assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(sticky)
     preprocessing = env
@@ -35,7 +35,7 @@ def test_atari_protocols(protocol: str, sticky: float, noop_max: int) -> None:
         preprocessing = preprocessing.env
     assert (preprocessing.noop_max, preprocessing.frame_skip, preprocessing.grayscale_obs) == (noop_max, 4, False)
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
-    assert env.action_space == gym.spaces.Discrete(4)  # Breakout's minimal action set
+    assert env.action_space == gym.spaces.Discrete(n_actions)  # full set (storm) or Breakout's minimal set
     check_env(env)
     check_env(EpisodicLifeEnv(Monitor(env)))
 

@@ -10,9 +10,10 @@ stay raw and ALE v5 caps an episode at 108k frames (27k agent steps).
 ======================  ===========================  ==========================
 sticky actions          p = 0.25 (ALE v5 default)    off
 no-op starts            none                         1 to 30
+action set              full (18 actions)            the game's minimal set
 ======================  ===========================  ==========================
 
-Both use ALE v5's minimal action set, as STORM's code does (``full_action_space=True`` gives all 18).
+``full_action_space`` overrides a protocol's action set (STORM's own code used the minimal set).
 Life loss ends the *training* episode (SB3's ``EpisodicLifeEnv``, the game goes on), and the
 ``Monitor`` sits below that wrapper, so ``info["episode"]`` always reports whole games with raw
 scores; evaluation environments (``training=False``) play whole games.
@@ -29,14 +30,16 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
-    "storm": dict(repeat_action_probability=0.25, noop_max=0),
-    "atari100k": dict(repeat_action_probability=0.0, noop_max=30),
+    "storm": dict(repeat_action_probability=0.25, noop_max=0, full_action_space=True),
+    "atari100k": dict(repeat_action_probability=0.0, noop_max=30, full_action_space=False),
 }
 FRAME_SKIP = 4
 SCREEN_SIZE = 64
 
 
-def make_atari(game: str, protocol: str = "storm", full_action_space: bool = False, render_mode: str | None = None) -> gym.Env:
+def make_atari(
+    game: str, protocol: str = "storm", full_action_space: bool | None = None, render_mode: str | None = None
+) -> gym.Env:
     """One preprocessed Atari game (no ``Monitor``, no life-loss termination): the gymnasium entry point.
 
     Parameters
@@ -45,8 +48,8 @@ def make_atari(game: str, protocol: str = "storm", full_action_space: bool = Fal
         ALE v5 game name, e.g. ``"Pong"`` (``ALE/Pong-v5``).
     protocol : str
         ``"storm"`` or ``"atari100k"`` (see the module docstring).
-    full_action_space : bool
-        All 18 joystick actions instead of the game's minimal set.
+    full_action_space : bool, optional
+        All 18 joystick actions (True) or the game's minimal set (False); None: the protocol's.
     render_mode : str, optional
         Passed to ALE (``"rgb_array"`` renders the full 210x160 frame).
 
@@ -65,7 +68,7 @@ def make_atari(game: str, protocol: str = "storm", full_action_space: bool = Fal
         f"ALE/{game}-v5",
         frameskip=1,  # AtariPreprocessing skips frames itself, so that it can max-pool the last two
         repeat_action_probability=settings["repeat_action_probability"],
-        full_action_space=full_action_space,
+        full_action_space=settings["full_action_space"] if full_action_space is None else full_action_space,
         render_mode=render_mode,
     )
     return AtariPreprocessing(
@@ -79,7 +82,7 @@ def make_atari_env(
     seed: int | None = None,
     protocol: str = "storm",
     training: bool = True,
-    full_action_space: bool = False,
+    full_action_space: bool | None = None,
     monitor_dir: str | None = None,
     vec_env_cls: type[VecEnv] | None = None,
     vec_env_kwargs: dict[str, Any] | None = None,
@@ -99,8 +102,8 @@ def make_atari_env(
         ``"storm"`` (paper) or ``"atari100k"``.
     training : bool
         Life loss ends the episode (training); False plays whole games (evaluation).
-    full_action_space : bool
-        All 18 actions instead of the minimal set.
+    full_action_space : bool, optional
+        All 18 actions (True) or the minimal set (False); None: the protocol's.
     monitor_dir : str, optional
         Where ``Monitor`` writes its CSV files.
     vec_env_cls : type, optional

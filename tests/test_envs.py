@@ -1,0 +1,107 @@
+"""Paper environments: Atari (both protocols) and DMC (pixels and vectors), alone and under GITSTORM."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.wrappers import AtariPreprocessing
+from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
+from stable_baselines3.common.env_checker import check_env
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.envs import (
+    ATARI_100K_GAMES,
+    atari_id,
+    dmc_id,
+    human_normalized_score,
+    make_atari_env,
+    make_dmc,
+    make_dmc_env,
+    setup_headless_rendering,
+)
+
+
+@pytest.mark.parametrize("protocol, sticky, noop_max, n_actions", [("storm", 0.25, 0, 18), ("atari100k", 0.0, 30, 4)])
+def test_atari_protocols(protocol: str, sticky: float, noop_max: int, n_actions: int) -> None:
+    env = gym.make(atari_id("Breakout"), protocol=protocol)
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(sticky)
+    preprocessing = env
+    while not isinstance(preprocessing, AtariPreprocessing):
+        preprocessing = preprocessing.env
+    assert (preprocessing.noop_max, preprocessing.frame_skip, preprocessing.grayscale_obs) == (noop_max, 4, False)
+    assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert env.action_space == gym.spaces.Discrete(n_actions)  # full set (storm) or Breakout's minimal set
+    check_env(env)
+    check_env(EpisodicLifeEnv(Monitor(env)))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_atari_monitor_reports_whole_games(training: bool) -> None:
+    env = make_atari_env("Breakout", seed=0, training=training)
+    env.reset()
+    dones, score = 0, 0.0
+    while True:
+        _, reward, done, infos = env.step(np.array([env.action_space.sample()]))
+        dones, score = dones + int(done[0]), score + float(reward[0])
+        if "episode" in infos[0]:
+            break
+    # Breakout has 5 lives: in training each lost life ends an episode, the Monitor still sees one game.
+    assert dones == (5 if training else 1)
+    assert infos[0]["episode"]["r"] == pytest.approx(score)
+
+
+def test_human_normalized_score() -> None:
+    assert len(ATARI_100K_GAMES) == 26
+    assert human_normalized_score("Pong", -20.7) == pytest.approx(0.0)
+    assert human_normalized_score("Pong", 14.6) == pytest.approx(1.0)
+    np.testing.assert_allclose(human_normalized_score("Breakout", np.array([1.7, 30.5])), [0.0, 1.0])
+    with pytest.raises(KeyError, match="not an Atari 100k game"):
+        human_normalized_score("Tetris", 0.0)
+
+
+@pytest.mark.parametrize("pixels", [True, False])
+def test_dmc(pixels: bool) -> None:
+    env = gym.make(dmc_id("cartpole-balance", pixels))
+    expected = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8) if pixels else gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+    assert env.observation_space == expected
+    assert env.action_space == gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    check_env(env)
+    if not pixels:  # 1000 simulator steps at action repeat 2, then truncation
+        env.reset(seed=0)
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            steps += 1
+        assert (steps, terminated, truncated) == (500, False, True)
+
+
+def test_dmc_fast_render_changes_the_images() -> None:
+    images = [make_dmc("cartpole-balance", fast_render=fast).reset(seed=0)[0] for fast in (False, True)]
+    assert images[0].shape == images[1].shape == (64, 64, 3)
+    assert not np.array_equal(images[0], images[1])
+
+
+def test_dmc_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="Unknown DMC task"):
+        make_dmc("cartpole-fly")
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    assert setup_headless_rendering() == "egl"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setitem(sys.modules, "mujoco", types.ModuleType("mujoco"))
+    with pytest.raises(RuntimeError, match="imported before MUJOCO_GL"):
+        setup_headless_rendering()
+
+
+@pytest.mark.parametrize("kind", ["atari", "dmc"])
+def test_gitstorm_trains_on_paper_envs(kind: str, fast_kwargs: dict) -> None:
+    if kind == "atari":
+        env = make_atari_env("Pong", n_envs=2, seed=0)
+    else:
+        env = make_dmc_env("cartpole-balance", seed=0, fast_render=True)
+    model = GITSTORM("CnnPolicy", env, seed=0, **fast_kwargs).learn(48)
+    assert model._n_updates > 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import pickle
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
 
@@ -30,7 +31,7 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
@@ -209,6 +210,10 @@ class GITSTORM(OffPolicyAlgorithm):
         if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
             raise ValueError("GITSTORM normalises observations and rewards itself (symlog); remove the VecNormalize wrapper")
         return env
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Set the training environment, with the constructor's checks (supported spaces, no VecNormalize)."""
+        super().set_env(self._check_env(env, self.verbose), force_reset)
 
     def _setup_model(self) -> None:
         if not issubclass(self.policy_class, GITSTORMPolicy):
@@ -428,3 +433,39 @@ class GITSTORM(OffPolicyAlgorithm):
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically."""
         atomic_write(path, "pkl", lambda target: save_to_pkl(target, self.replay_buffer, self.verbose))
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """Load a replay buffer saved by :meth:`save_replay_buffer`, after checking that it fits this model.
+
+        Parameters
+        ----------
+        path : str, pathlib.Path or file object
+            The pickle file.
+        truncate_last_traj : bool
+            The newest step of every environment is marked truncated (its episode does not go on:
+            ``learn`` resets the environments). False when the same, un-reset environments continue.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a GITSTORM replay buffer, or one recorded with another observation
+            space, action space or number of environments. The current buffer is kept.
+        """
+        try:
+            buffer = load_from_pkl(path, self.verbose)
+        except (pickle.UnpicklingError, EOFError) as error:
+            raise ValueError(f"{path} is not a pickled replay buffer: {error}") from error
+        if not isinstance(buffer, SequenceReplayBuffer):
+            raise ValueError(f"{path} holds a {type(buffer).__name__}, not a GITSTORM SequenceReplayBuffer")
+        for name, stored, expected in (
+            ("observation space", buffer.observation_space, self.policy.model_observation_space),
+            ("action space", buffer.action_space, self.action_space),
+            ("number of environments", buffer.n_envs, self.n_envs),
+        ):
+            if stored != expected:
+                raise ValueError(f"the replay buffer in {path} was recorded with {name} {stored}, this model has {expected}")
+        if truncate_last_traj and (buffer.full or buffer.pos > 0):
+            last = (buffer.pos - 1) % buffer.buffer_size
+            buffer.truncated[last] |= ~buffer.terminated[last]
+        buffer.device = self.device
+        self.replay_buffer = buffer

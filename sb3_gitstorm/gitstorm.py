@@ -318,7 +318,23 @@ class GITSTORM(OffPolicyAlgorithm):
     ) -> tuple[int, BaseCallback]:
         if reset_num_timesteps or self._last_obs is None:
             self._policy_state = None  # the environments are about to be reset
-        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._check_finite(self._last_obs, "reset observation")  # type: ignore[arg-type]
+        return result
+
+    def _check_finite(self, values: np.ndarray, what: str) -> None:
+        """Reject NaN / inf from the environment before it is acted on or stored: one such value in
+        the replay buffer would turn every later world-model update into NaN."""
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.floating):
+            return  # integer observations (uint8 images) cannot hold NaN or inf
+        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"Environment(s) {np.flatnonzero(bad).tolist()} returned NaN or inf in the {what} at timestep "
+                f"{self.num_timesteps}. GITSTORM does not train on non-finite data; nothing of this step was stored. "
+                "Fix the environment (stable_baselines3.common.vec_env.VecCheckNan helps to find the source)."
+            )
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
@@ -343,6 +359,8 @@ class GITSTORM(OffPolicyAlgorithm):
         infos: list[dict[str, Any]],
     ) -> None:
         """2. Store ``(o_t, a_t, r_t, done_t)`` with ``o_t`` the observation the action was taken at."""
+        self._check_finite(reward, "reward")
+        self._check_finite(new_obs, "observation")
         obs = self.policy.model_observation(th.as_tensor(self._last_obs)).numpy()
         replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
         self._last_obs = new_obs

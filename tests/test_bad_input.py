@@ -39,7 +39,7 @@ def test_load_of_files_that_are_not_gitstorm_models(tmp_path, fast_kwargs: dict)
 
 
 @pytest.fixture
-def cartpole_model(tmp_path, fast_kwargs: dict) -> GITSTORM:
+def cartpole_model(fast_kwargs: dict) -> GITSTORM:
     model = GITSTORM("MlpPolicy", "CartPole-v1", seed=0, **fast_kwargs)
     model.learn(8)
     return model

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import pickle
 import warnings
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
@@ -29,9 +30,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Image, TensorBoardOutputFormat, Video
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
@@ -39,11 +41,15 @@ from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from sb3_gitstorm.actor_critic import ImaginedTrajectory
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import PRIORS
+from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
 from sb3_gitstorm.save_util import atomic_write
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
+
+DREAM_WINDOWS = 4  # replay windows shown in each imagination video
+DREAM_FPS = 10
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
@@ -106,6 +112,12 @@ class GITSTORM(OffPolicyAlgorithm):
         Gradient-norm clips (1000 and 100).
     stats_window_size : int
         Episodes averaged in the rollout logs.
+    log_video_interval : int
+        Every this many updates, write real frames next to the world model's open-loop dream of them
+        to TensorBoard (``imagination/video``, ``imagination/filmstrip``); 0 disables. Only with
+        image observations and a TensorBoard logger (``tensorboard_log``); the video needs
+        ``moviepy<2``, the filmstrip image does not. The default, 5000, gives about 20 videos over an
+        Atari-100k run, at a cost of a few decoder calls each.
     tensorboard_log : str, optional
         TensorBoard log folder.
     policy_kwargs : dict, optional
@@ -150,6 +162,7 @@ class GITSTORM(OffPolicyAlgorithm):
         world_model_max_grad_norm: float = 1000.0,
         actor_critic_max_grad_norm: float = 100.0,
         stats_window_size: int = 100,
+        log_video_interval: int = 5_000,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         verbose: int = 0,
@@ -159,6 +172,8 @@ class GITSTORM(OffPolicyAlgorithm):
     ) -> None:
         if prior not in PRIORS:
             raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
+        if log_video_interval < 0:
+            raise ValueError(f"log_video_interval must be >= 0 (0 disables the videos), got {log_video_interval}")
         if env is not None:
             env = self._check_env(env, verbose)
         super().__init__(
@@ -197,6 +212,7 @@ class GITSTORM(OffPolicyAlgorithm):
         self.revise_rounds = revise_rounds
         self.world_model_max_grad_norm = world_model_max_grad_norm
         self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
+        self.log_video_interval = log_video_interval
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
         if _init_setup_model:
@@ -210,6 +226,10 @@ class GITSTORM(OffPolicyAlgorithm):
         if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
             raise ValueError("GITSTORM normalises observations and rewards itself (symlog); remove the VecNormalize wrapper")
         return env
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Set the training environment, with the constructor's checks (supported spaces, no VecNormalize)."""
+        super().set_env(self._check_env(env, self.verbose), force_reset)
 
     def _setup_model(self) -> None:
         if not issubclass(self.policy_class, GITSTORMPolicy):
@@ -306,7 +326,23 @@ class GITSTORM(OffPolicyAlgorithm):
     ) -> tuple[int, BaseCallback]:
         if reset_num_timesteps or self._last_obs is None:
             self._policy_state = None  # the environments are about to be reset
-        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._check_finite(self._last_obs, "reset observation")  # type: ignore[arg-type]
+        return result
+
+    def _check_finite(self, values: np.ndarray, what: str) -> None:
+        """Reject NaN / inf from the environment before it is acted on or stored: one such value in
+        the replay buffer would turn every later world-model update into NaN."""
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.floating):
+            return  # integer observations (uint8 images) cannot hold NaN or inf
+        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"Environment(s) {np.flatnonzero(bad).tolist()} returned NaN or inf in the {what} at timestep "
+                f"{self.num_timesteps}. GITSTORM does not train on non-finite data; nothing of this step was stored. "
+                "Fix the environment (stable_baselines3.common.vec_env.VecCheckNan helps to find the source)."
+            )
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
@@ -331,6 +367,8 @@ class GITSTORM(OffPolicyAlgorithm):
         infos: list[dict[str, Any]],
     ) -> None:
         """2. Store ``(o_t, a_t, r_t, done_t)`` with ``o_t`` the observation the action was taken at."""
+        self._check_finite(reward, "reward")
+        self._check_finite(new_obs, "observation")
         obs = self.policy.model_observation(th.as_tensor(self._last_obs)).numpy()
         replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
         self._last_obs = new_obs
@@ -351,6 +389,9 @@ class GITSTORM(OffPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, values in logs.items():
             self.logger.record(key, float(np.mean(values)))
+        interval = self.log_video_interval
+        if interval > 0 and self._n_updates // interval > (self._n_updates - gradient_steps) // interval:
+            self._log_dreams()
 
     def _update_learning_rates(self) -> None:
         progress = self._current_progress_remaining
@@ -424,6 +465,41 @@ class GITSTORM(OffPolicyAlgorithm):
             "imagined_reward": trajectory.rewards.mean().item(),
         }
 
+    def _log_dreams(self) -> None:
+        """Write real frames next to the world model's open-loop dream of them to TensorBoard.
+
+        Skipped without image observations (nothing to show) or without a TensorBoard logger.
+        """
+        length = self.imagine_context_length + self.imagine_horizon
+        writes_tensorboard = any(isinstance(f, TensorBoardOutputFormat) for f in self.logger.output_formats)
+        if not (self.policy.images and writes_tensorboard and self.replay_buffer.can_sample(length)):
+            return
+        # Own random streams: logging must not change what is learned.
+        numpy_state = np.random.get_state()
+        try:
+            with th.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self.policy.world_model.eval()
+                windows = self.replay_buffer.sample(DREAM_WINDOWS, length)
+                real, dreamed = open_loop_dream(
+                    self.policy.world_model,
+                    windows,
+                    self.imagine_context_length,
+                    self.draft_steps,
+                    self.revise_steps,
+                    self.revise_rounds,
+                )
+        finally:
+            np.random.set_state(numpy_state)
+        text_formats = ("stdout", "log", "json", "csv")
+        self.logger.record("imagination/filmstrip", Image(filmstrip(real, dreamed).cpu(), "CHW"), exclude=text_formats)
+        if tensorboard_video_supported():
+            self.logger.record("imagination/video", Video(side_by_side(real, dreamed).cpu(), DREAM_FPS), exclude=text_formats)
+        else:  # shown once: Python's default warning filter
+            warnings.warn(
+                "TensorBoard videos need moviepy<2 (torch's add_video imports moviepy.editor); wrote the filmstrip only",
+                stacklevel=2,
+            )
+
     # ------------------------------------------------------------------------- persistence
     def save(
         self,
@@ -437,3 +513,39 @@ class GITSTORM(OffPolicyAlgorithm):
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically."""
         atomic_write(path, "pkl", lambda target: save_to_pkl(target, self.replay_buffer, self.verbose))
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """Load a replay buffer saved by :meth:`save_replay_buffer`, after checking that it fits this model.
+
+        Parameters
+        ----------
+        path : str, pathlib.Path or file object
+            The pickle file.
+        truncate_last_traj : bool
+            The newest step of every environment is marked truncated (its episode does not go on:
+            ``learn`` resets the environments). False when the same, un-reset environments continue.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a GITSTORM replay buffer, or one recorded with another observation
+            space, action space or number of environments. The current buffer is kept.
+        """
+        try:
+            buffer = load_from_pkl(path, self.verbose)
+        except (pickle.UnpicklingError, EOFError) as error:
+            raise ValueError(f"{path} is not a pickled replay buffer: {error}") from error
+        if not isinstance(buffer, SequenceReplayBuffer):
+            raise ValueError(f"{path} holds a {type(buffer).__name__}, not a GITSTORM SequenceReplayBuffer")
+        for name, stored, expected in (
+            ("observation space", buffer.observation_space, self.policy.model_observation_space),
+            ("action space", buffer.action_space, self.action_space),
+            ("number of environments", buffer.n_envs, self.n_envs),
+        ):
+            if stored != expected:
+                raise ValueError(f"the replay buffer in {path} was recorded with {name} {stored}, this model has {expected}")
+        if truncate_last_traj and (buffer.full or buffer.pos > 0):
+            last = (buffer.pos - 1) % buffer.buffer_size
+            buffer.truncated[last] |= ~buffer.terminated[last]
+        buffer.device = self.device
+        self.replay_buffer = buffer

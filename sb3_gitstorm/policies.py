@@ -218,7 +218,15 @@ class GITSTORMPolicy(BasePolicy):
                 "predict() got a tuple (obs, info): pass the observation alone. "
                 "Gym's `obs, info = env.reset()` differs from SB3's `obs = vec_env.reset()`."
             )
-        obs, vectorized = self.obs_to_tensor(observation)
+        try:
+            obs, vectorized = self.obs_to_tensor(observation)
+        except ValueError as error:
+            shape = self.observation_space.shape
+            accepted = f"{shape} or, channel-last, {shape[1:] + shape[:1]}" if self.images else str(shape)  # type: ignore[index]
+            raise ValueError(
+                f"predict() got an observation of shape {np.shape(observation)}; this model takes observations of shape "
+                f"{accepted}, one at a time or in a batch (n_envs, *shape)"
+            ) from error
         n_envs = obs.shape[0]  # type: ignore[union-attr]
         context = self._check_state(state, n_envs)
         if episode_start is not None:

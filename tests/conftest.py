@@ -44,6 +44,28 @@ class DotEnv(gym.Env):
         return self._obs(), float(self.pos[1] > 0.5), terminated, self.t >= self.max_steps, {}
 
 
+class FixedLengthEnv(gym.Env):
+    """Vector observations, Discrete(2) actions and episodes of exactly ``length`` steps (reward 1 each)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 5) -> None:
+        self.length = length
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t / self.length, self.length / 10, self.np_random.uniform(-1, 1)], np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 1.0, self.t >= self.length, False, {}
+
+
 FAST = dict(
     learning_starts=32,
     batch_size=4,

@@ -1,0 +1,173 @@
+"""Bad input gets a clear error and corrupts nothing."""
+
+from __future__ import annotations
+
+import pathlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common import base_class
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.vec_env import VecNormalize
+
+import sb3_gitstorm.gitstorm as gitstorm_module
+from sb3_gitstorm import GITSTORM
+from tests.conftest import DotEnv, FixedLengthEnv
+
+
+def test_observation_shape_mismatch_at_predict(fast_kwargs: dict) -> None:
+    vector = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
+    with pytest.raises(ValueError, match=r"shape \(2, 5\); this model takes observations of shape \(4,\)"):
+        vector.predict(np.zeros((2, 5), np.float32))
+    images = GITSTORM("CnnPolicy", DotEnv(), **fast_kwargs)
+    for shape in ((32, 32, 3), (64, 64), (2, 64, 64, 4)):
+        with pytest.raises(ValueError, match=r"takes observations of shape \(3, 64, 64\) or, channel-last, \(64, 64, 3\)"):
+            images.predict(np.zeros(shape, np.uint8))
+
+
+def test_load_of_files_that_are_not_gitstorm_models(tmp_path, fast_kwargs: dict) -> None:
+    model = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    with pytest.raises(ValueError, match="zip"):
+        GITSTORM.load(tmp_path / "buffer.pkl")
+    with pytest.raises(FileNotFoundError):
+        GITSTORM.load(tmp_path / "missing.zip")
+
+
+@pytest.fixture
+def cartpole_model(fast_kwargs: dict) -> GITSTORM:
+    model = GITSTORM("MlpPolicy", "CartPole-v1", seed=0, **fast_kwargs)
+    model.learn(8)
+    return model
+
+
+@pytest.mark.parametrize(
+    "make_other, match",
+    [
+        (lambda kw: GITSTORM("MlpPolicy", FixedLengthEnv(), **kw), "observation space"),
+        (lambda kw: GITSTORM("MlpPolicy", "Acrobot-v1", **kw), "observation space"),
+        (lambda kw: GITSTORM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), **kw), "number of environments"),
+        (lambda kw: ReplayBuffer(100, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2)), "holds a ReplayBuffer"),
+    ],
+)
+def test_load_replay_buffer_that_does_not_fit(tmp_path, cartpole_model: GITSTORM, fast_kwargs: dict, make_other, match: str):
+    other = make_other(fast_kwargs)
+    path = tmp_path / "other.pkl"
+    if isinstance(other, GITSTORM):
+        other.save_replay_buffer(path)
+    else:
+        save_to_pkl(path, other)
+    buffer = cartpole_model.replay_buffer
+    stored = buffer.observations.copy()
+    with pytest.raises(ValueError, match=match):
+        cartpole_model.load_replay_buffer(path)
+    assert cartpole_model.replay_buffer is buffer and np.array_equal(buffer.observations, stored) and buffer.pos == 8
+
+
+class ContinuousFixedLengthEnv(FixedLengthEnv):
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+def test_load_replay_buffer_with_other_action_space(tmp_path, fast_kwargs: dict) -> None:
+    discrete = GITSTORM("MlpPolicy", FixedLengthEnv(), **fast_kwargs)
+    continuous = GITSTORM("MlpPolicy", ContinuousFixedLengthEnv(), **fast_kwargs)
+    continuous.save_replay_buffer(tmp_path / "continuous.pkl")
+    with pytest.raises(ValueError, match="action space"):
+        discrete.load_replay_buffer(tmp_path / "continuous.pkl")
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="not a pickled replay buffer"):
+        discrete.load_replay_buffer(tmp_path / "junk.pkl")
+
+
+def test_hyperparameters_that_do_not_fit_the_buffer(fast_kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=r"learning_starts \(3000\) is larger than buffer_size \(2000\)"):
+        GITSTORM("MlpPolicy", "CartPole-v1", **{**fast_kwargs, "learning_starts": 3000})
+    with pytest.raises(ValueError, match=r"batch_length \(8\) is larger than the 5 steps per environment"):
+        GITSTORM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=4), **{**fast_kwargs, "buffer_size": 20, "learning_starts": 8})
+    with pytest.raises(ValueError, match=r"batch_length \(65\) exceeds the transformer's max_length \(64\)"):
+        GITSTORM("MlpPolicy", "CartPole-v1", **{**fast_kwargs, "batch_length": 65})
+    with pytest.raises(ValueError, match="log_video_interval"):
+        GITSTORM("MlpPolicy", "CartPole-v1", log_video_interval=-1, **fast_kwargs)
+
+
+def test_vecnormalize_rejected_on_load(tmp_path, fast_kwargs: dict) -> None:
+    GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs).save(tmp_path / "agent.zip")
+    with pytest.raises(ValueError, match="VecNormalize"):
+        GITSTORM.load(tmp_path / "agent.zip", env=VecNormalize(make_vec_env("CartPole-v1")))
+
+
+class NonFiniteEnv(gym.Env):
+    """Episodes of 7 steps; at step ``at`` of the run (0: the first reset) the observation or the reward is NaN / inf."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, where: str, at: int, value: float) -> None:
+        self.where, self.at, self.value = where, at, value
+        self.steps = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self) -> np.ndarray:
+        obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        if self.where == "observation" and self.steps == self.at:
+            obs[1] = self.value
+        return obs
+
+    def step(self, action):
+        self.t += 1
+        self.steps += 1
+        reward = self.value if self.where == "reward" and self.steps == self.at else 1.0
+        return self._obs(), reward, False, self.t == 7, {}
+
+
+@pytest.mark.parametrize(
+    "where, at, value, what",
+    [
+        ("observation", 0, np.nan, "reset observation"),
+        ("observation", 10, np.inf, "observation"),  # during the random warm-up
+        ("observation", 14, np.nan, "observation"),  # the automatic reset after an episode ends
+        ("observation", 50, np.nan, "observation"),  # while training: never acted on
+        ("reward", 50, -np.inf, "reward"),
+    ],
+)
+def test_non_finite_observations_and_rewards_are_rejected(where: str, at: int, value: float, what: str, fast_kwargs: dict):
+    model = GITSTORM("MlpPolicy", NonFiniteEnv(where, at, value), seed=0, **fast_kwargs)
+    with pytest.raises(ValueError, match=rf"Environment\(s\) \[0\] returned NaN or inf in the {what} at timestep {at}"):
+        model.learn(100)
+    buffer = model.replay_buffer
+    assert buffer.pos == max(at - 1, 0)  # every step before the bad one, nothing after
+    assert np.isfinite(buffer.observations).all() and np.isfinite(buffer.rewards).all()
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_interrupted_saves_keep_the_previous_files(tmp_path, monkeypatch, fast_kwargs: dict) -> None:
+    model = GITSTORM("MlpPolicy", "CartPole-v1", seed=0, **fast_kwargs)
+    model.learn(40)
+    model.save(tmp_path / "agent.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fails_midway(path, *args, **kwargs) -> None:
+        pathlib.Path(path).write_bytes(b"the first half of the file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(base_class, "save_to_zip_file", fails_midway)
+    monkeypatch.setattr(gitstorm_module, "save_to_pkl", fails_midway)
+    model.learn(8)
+    with pytest.raises(OSError, match="No space"):
+        model.save(tmp_path / "agent.zip")
+    with pytest.raises(OSError, match="No space"):
+        model.save_replay_buffer(tmp_path / "buffer.pkl")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == saved  # no half file, no temporary left behind
+    monkeypatch.undo()
+    loaded = GITSTORM.load(tmp_path / "agent.zip")
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert loaded.num_timesteps == 40 and loaded.replay_buffer.pos == 40

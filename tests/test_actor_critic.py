@@ -64,7 +64,7 @@ def test_actor_critic_update_moves_towards_returns() -> None:
             opt.zero_grad()
             loss.critic.backward()
             opt.step()
-        assert float(loss.critic) < float(first.critic)
+        assert loss.critic.item() < first.critic.item()
         assert float(loss.mean_value) > float(first.mean_value)  # rewards are positive
         loss.actor.backward()
         assert all(p.grad is not None for p in ac.actor.parameters())

@@ -21,6 +21,7 @@ FVD is the Fréchet distance between I3D features of the real and of the imagine
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import defaultdict
 from typing import Any, NamedTuple
 
@@ -364,6 +365,12 @@ class OpenLoopEvaluator:
         max_length = model.policy.config.max_length
         if context - 1 + horizon > max_length:
             raise ValueError(f"context - 1 + horizon ({context - 1 + horizon}) exceeds the model's max_length ({max_length})")
+        if context - 1 + horizon > model.batch_length:
+            warnings.warn(
+                f"context - 1 + horizon ({context - 1 + horizon}) is longer than the model's training windows "
+                f"(batch_length {model.batch_length}): the sequence model never learned the positions past them",
+                stacklevel=2,
+            )
         self.model, self.context, self.horizon, self.samples = model, context, horizon, samples
         self.world_model = model.policy.world_model.eval()
         self.images = self.world_model.is_image

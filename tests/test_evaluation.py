@@ -15,6 +15,7 @@ from PIL import Image
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.evaluation import (
     Episode,
+    OpenLoopEvaluator,
     collect_episode,
     frechet_distance,
     gather_windows,
@@ -141,6 +142,11 @@ def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> N
     assert any("FVD skipped" in note for note in report["notes"])
     assert not (out / "storm").exists()  # no pictures of vectors
     assert json.loads((out / "metrics.json").read_text())["models"]["storm"]["prior"] == "maskgit"
+    model = GITSTORM.load(tmp_path / "storm.zip")
+    with pytest.warns(UserWarning, match="never learned the positions"):
+        OpenLoopEvaluator(model, context=4, horizon=6)  # 9 positions, trained on windows of 8
+    with pytest.raises(ValueError, match="max_length"):
+        OpenLoopEvaluator(model, context=8, horizon=60)
 
 
 class FakeI3D(th.nn.Module):
@@ -153,6 +159,7 @@ class FakeI3D(th.nn.Module):
 @pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")  # I3D files are TorchScript
 def test_gitstorm_vs_storm_end_to_end(tmp_path: Path, fast_kwargs: dict) -> None:
     fast_kwargs["policy_kwargs"]["image_size"] = 32  # 4x cheaper convolutions
+    fast_kwargs["batch_length"] = 9  # trains the 9 positions of context 4 + horizon 6
     models = []
     for prior in ("maskgit", "mlp"):
         model = GITSTORM("CnnPolicy", DotEnv(), prior=prior, seed=0, train_freq=4, **fast_kwargs).learn(256)

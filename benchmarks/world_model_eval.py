@@ -143,7 +143,12 @@ def markdown(report: dict[str, Any]) -> str:
         ("size", [m["size"] for m in models.values()]),
         ("training steps", [str(m["num_timesteps"]) for m in models.values()]),
     ]
-    rows += [(label, [fmt(m["metrics"][key]) for m in models.values()]) for label, key in SUMMARY_ROWS]
+    # Rows no model has (image metrics of vector models, FVD without --i3d) are left out; the notes say why.
+    rows += [
+        (label, [fmt(m["metrics"][key]) for m in models.values()])
+        for label, key in SUMMARY_ROWS
+        if any(m["metrics"][key] is not None for m in models.values())
+    ]
     rows.append(("KL at step 1 (teacher-forced)", [fmt(m["metrics"]["kl_per_step"][0]) for m in models.values()]))
     lines += table("metric", rows)
     for title, key in PER_STEP_TABLES:

@@ -141,6 +141,7 @@ def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> N
     assert any("vector observations" in note for note in report["notes"])
     assert any("FVD skipped" in note for note in report["notes"])
     assert not (out / "storm").exists()  # no pictures of vectors
+    assert "reward MAE" in (out / "metrics.md").read_text() and "frame PSNR" not in (out / "metrics.md").read_text()
     assert json.loads((out / "metrics.json").read_text())["models"]["storm"]["prior"] == "maskgit"
     model = GITSTORM.load(tmp_path / "storm.zip")
     with pytest.warns(UserWarning, match="never learned the positions"):

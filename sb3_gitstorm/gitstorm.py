@@ -288,6 +288,13 @@ class GITSTORM(OffPolicyAlgorithm):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.imagine_context_length - 1 + self.imagine_horizon > self.batch_length:
+            warnings.warn(
+                f"imagination reaches sequence position {self.imagine_context_length - 2 + self.imagine_horizon}, but "
+                f"world-model windows of batch_length={self.batch_length} only train positions up to {self.batch_length - 1}: "
+                "lengthen batch_length or shorten imagine_context_length / imagine_horizon",
+                stacklevel=3,
+            )
         chunked = self.draft_steps > 1 or (self.revise_rounds > 0 and self.revise_steps > 1)
         if self.prior == "maskgit" and chunked and self.policy.config.maskgit_input == "current":
             warnings.warn(

@@ -223,3 +223,8 @@ def test_warns_when_draft_and_revise_conditions_on_tokens_it_was_not_trained_on(
         warnings.simplefilter("error")
         GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, policy_kwargs=dict(size="tiny", maskgit_input="next"))
         GITSTORM("MlpPolicy", "CartPole-v1", policy_kwargs=tiny)
+
+
+def test_warns_when_imagination_uses_untrained_positions() -> None:
+    with pytest.warns(UserWarning, match="only train positions up to 15"):
+        GITSTORM("MlpPolicy", "CartPole-v1", batch_length=16, policy_kwargs=dict(size="tiny"))

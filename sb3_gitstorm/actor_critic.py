@@ -82,7 +82,7 @@ class Actor(nn.Module):
 
     def distribution(self, features: th.Tensor) -> Distribution:
         """Distribution over raw actions given features ``(..., F)``; ``log_prob`` and ``entropy`` have shape ``(...)``."""
-        out = self.net(features)
+        out = self.net(features).float()
         if self.discrete:
             return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
         mean, std = out.chunk(2, -1)
@@ -217,7 +217,7 @@ class ActorCritic(nn.Module):
         entropy = dist.entropy()
         actor = -(alive * (advantages * dist.log_prob(traj.actions) + ent_coef * entropy)).mean()
 
-        log_probs = F.log_softmax(logits[:, :-1], dim=-1)
+        log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
         critic_nll = twohot.loss(logits, returns, log_probs) + twohot.loss(logits, slow_values, log_probs)
         critic = (alive * critic_nll).mean()
         return ActorCriticLoss(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch as th
 
 from sb3_gitstorm.actor_critic import Actor, ImaginedTrajectory
-from sb3_gitstorm.transformer import segment_positions
+from sb3_gitstorm.transformer import autocast_dtype, segment_positions
 from sb3_gitstorm.world_model import WorldModel
 
 
@@ -71,7 +71,10 @@ def imagine(
     latents = world_model.encode(obs).flatten(-2)
     segments, positions = segment_positions(episode_starts)
     transformer = world_model.transformer
-    cache = transformer.new_cache(batch, context - 1 + horizon, latents.device) if use_kv_cache else None
+    if use_kv_cache:  # stored in the dtype the key/value projections produce (bf16 under autocast)
+        cache = transformer.new_cache(batch, context - 1 + horizon, latents.device, autocast_dtype(latents.device))
+    else:
+        cache = None
 
     inputs = world_model.sequence_input(latents[:, :-1], actions[:, :-1])
     token_segments, token_positions = segments[:, :-1], positions[:, :-1]

@@ -17,6 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def autocast_dtype(device: th.device) -> th.dtype:
+    """The dtype that matrix products produce on ``device``: the autocast dtype inside ``torch.autocast``, else float32."""
+    try:
+        if th.is_autocast_enabled(device.type):
+            return th.get_autocast_dtype(device.type)
+    except (AttributeError, TypeError):  # torch < 2.4 lacks the device-type variants
+        pass
+    return th.float32
+
+
 class KVCache:
     """Keys, values and segment ids of the tokens seen so far, for every layer.
 

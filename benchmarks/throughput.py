@@ -23,6 +23,7 @@ memory is ``torch.cuda.max_memory_allocated``. Peak RSS is the process high-wate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -171,7 +172,7 @@ def extra_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Constructor flags of the speed options, passed only when asked for (older versions lack them)."""
     kwargs: dict[str, Any] = {}
     if args.replay_on_device:
-        kwargs["replay_buffer_kwargs"] = dict(storage_device="auto")
+        kwargs["replay_buffer_kwargs"] = dict(on_device=True)
     if args.bf16:
         kwargs["mixed_precision"] = True
     return kwargs
@@ -196,7 +197,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     hidden = th.randn(model.imagine_batch_size, world_model.config.hidden_dim, device=device)
 
     def prior_sample():
-        with th.no_grad(), model._autocast() if hasattr(model, "_autocast") else _null():
+        with th.no_grad(), model._autocast() if hasattr(model, "_autocast") else contextlib.nullcontext():
             return world_model.prior.sample(hidden, model.draft_steps, model.revise_steps, model.revise_rounds)
 
     if device.type == "cuda":
@@ -261,14 +262,6 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     return result
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def machine_info(device: th.device) -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -296,11 +289,12 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
 
     for r in results:
         naive = r.get("naive")
+        ms, naive_imagine, naive_loop = r["ms"], naive and naive["imagination_steps_per_s"], naive and naive["env_steps_per_s"]
         rows = [
-            ("world-model updates/s", r["world_model_updates_per_s"], None, r["ms"]["world_model"], "world_model"),
-            ("imagination steps/s", r["imagination_steps_per_s"], naive and naive["imagination_steps_per_s"], r["ms"]["imagine"], "imagine"),
-            ("actor-critic updates/s", r["actor_critic_updates_per_s"], None, r["ms"]["actor_critic"], "actor_critic"),
-            ("env steps/s (full loop)", r["env_steps_per_s"], naive and naive["env_steps_per_s"], r["ms"]["loop_step"], None),
+            ("world-model updates/s", r["world_model_updates_per_s"], None, ms["world_model"], "world_model"),
+            ("imagination steps/s", r["imagination_steps_per_s"], naive_imagine, ms["imagine"], "imagine"),
+            ("actor-critic updates/s", r["actor_critic_updates_per_s"], None, ms["actor_critic"], "actor_critic"),
+            ("env steps/s (full loop)", r["env_steps_per_s"], naive_loop, ms["loop_step"], None),
         ]
         print(f"\n== size={args.size} policy={args.policy} prior={r['prior']} device={args.device} ==")
         header = f"{'':26s}{'kv-cache':>12s}{'no-kv-cache':>13s}{'speed-up':>10s}{'ms (kv)':>10s}{'noise':>8s}{'cpu ms':>10s}"
@@ -341,9 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prior", choices=["maskgit", "mlp", "both"], default="maskgit")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 10; 3 at base on CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: 10 tiny, 5 small, 3 base)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
-    parser.add_argument("--loop-steps", type=int, default=None, help="env steps per full-loop round (default 10; 3 at base on CPU)")
+    parser.add_argument("--loop-steps", type=int, default=None, help="env steps per full-loop round (default: 10, 4, 2)")
     parser.add_argument("--loop-rounds", type=int, default=2, help="interleaved rounds of the full loop per variant")
     parser.add_argument("--batch-scale", type=float, default=1.0, help="scale both batch sizes (e.g. 0.125 for base on CPU)")
     parser.add_argument("--fill", type=int, default=1024, help="random steps stored before measuring (learning_starts)")
@@ -360,9 +354,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--device cuda, but torch sees no CUDA device")
     if args.threads:
         th.set_num_threads(args.threads)
-    slow = args.size == "base" and device.type == "cpu"
-    args.repeats = args.repeats or (3 if slow else 10)
-    args.loop_steps = args.loop_steps or (3 if slow else 10)
+    cpu_defaults = {"tiny": (10, 10), "small": (5, 4), "base": (3, 2)}
+    repeats, loop_steps = cpu_defaults[args.size] if device.type == "cpu" else (10, 10)
+    args.repeats = args.repeats or repeats
+    args.loop_steps = args.loop_steps or loop_steps
     args.imagine_batch = max(1, round(1024 * args.batch_scale))
     ModelConfig.from_size(args.size)  # fail early on a bad size
 
@@ -371,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = [measure(args, prior, device) for prior in priors]
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print_table(results, args)
-    print(f"\n{info['date']} | {info['cpu']} | {info['torch_threads']} threads | torch {info['torch']} | load {info['load_average']}")
+    load = [round(x, 1) for x in info["load_average"] or ()]
+    print(f"\n{info['date']} | {info['cpu']} | {info['torch_threads']} threads | torch {info['torch']} | load average {load}")
     report = {"machine": info, "args": {k: v for k, v in vars(args).items()}, "results": results}
     if args.json:
         with open(args.json, "w") as f:

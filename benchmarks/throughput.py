@@ -125,10 +125,12 @@ class StepClock(BaseCallback):
         super().__init__()
         self.device = device
         self.stamps: list[float] = []
+        self.cpu_stamps: list[float] = []
 
     def _on_step(self) -> bool:
         synchronize(self.device)
         self.stamps.append(time.perf_counter())
+        self.cpu_stamps.append(time.process_time())
         return True
 
 
@@ -215,6 +217,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
 
     # ----------------------------------------------------------- the full loop, as ``learn`` runs it
     loop: dict[bool, list[float]] = {kv: [] for kv in variants}
+    loop_cpu: dict[bool, list[float]] = {kv: [] for kv in variants}
     rounds = max(1, args.loop_rounds)
     for _ in progress(range(rounds), f"{prior}: training loop", show):
         for kv in variants:  # interleaved, so both variants see the same load
@@ -223,6 +226,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
             model.learn(args.loop_steps + 1, callback=clock, reset_num_timesteps=False)
             model.use_kv_cache = True
             loop[kv] += list(np.diff(clock.stamps)[1:])  # the first interval includes learn()'s setup
+            loop_cpu[kv] += list(np.diff(clock.cpu_stamps)[1:])
 
     steps = model.imagine_batch_size * model.imagine_horizon
     frame_bytes = int(np.prod(buffer.obs_shape)) * np.dtype(buffer.observation_space.dtype).itemsize
@@ -240,7 +244,10 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
             "actor_critic": 1e3 * timer.median("actor_critic"),
             "loop_step": 1e3 * statistics.median(loop[True]),
         },
-        "cpu_ms": {name: 1e3 * timer.cpu_median(name) for name in timer.cpu_times},
+        "cpu_ms": {
+            **{name: 1e3 * timer.cpu_median(name) for name in timer.cpu_times},
+            **{("loop_step" if kv else "loop_step_naive"): 1e3 * statistics.median(loop_cpu[kv]) for kv in variants},
+        },
         "noise": {name: timer.spread(name) for name in timer.times},
         "replay_bytes_per_frame": nbytes / (buffer.buffer_size * buffer.n_envs),
         "replay_raw_frame_bytes": frame_bytes,
@@ -294,7 +301,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             ("world-model updates/s", r["world_model_updates_per_s"], None, ms["world_model"], "world_model"),
             ("imagination steps/s", r["imagination_steps_per_s"], naive_imagine, ms["imagine"], "imagine"),
             ("actor-critic updates/s", r["actor_critic_updates_per_s"], None, ms["actor_critic"], "actor_critic"),
-            ("env steps/s (full loop)", r["env_steps_per_s"], naive_loop, ms["loop_step"], None),
+            ("env steps/s (full loop)", r["env_steps_per_s"], naive_loop, ms["loop_step"], "loop_step"),
         ]
         print(f"\n== size={args.size} policy={args.policy} prior={r['prior']} device={args.device} ==")
         header = f"{'':26s}{'kv-cache':>12s}{'no-kv-cache':>13s}{'speed-up':>10s}{'ms (kv)':>10s}{'noise':>8s}{'cpu ms':>10s}"
@@ -302,7 +309,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         for name, value, slow, ms, key in rows:
             slow_s = rate(slow) if slow else "-"
             ratio = f"{value / slow:.2f}x" if slow else "-"
-            noise = f"±{100 * r['noise'][key]:.0f}%" if key else ""
+            noise = f"±{100 * r['noise'][key]:.0f}%" if key in r["noise"] else ""
             cpu = f"{r['cpu_ms'][key]:.1f}" if key else ""
             print(f"{name:26s}{rate(value):>12s}{slow_s:>13s}{ratio:>10s}{ms:>10.1f}{noise:>8s}{cpu:>10s}")
         if naive:

@@ -86,13 +86,14 @@ def imagine(
     # Imagined tokens belong to the start state's episode and continue its positions.
     step_segment, start_position = segments[:, -1:], positions[:, -1:]
     latent = latents[:, -1]
-    features, raw_actions, hiddens, states = [], [], [], []
+    tokens = latent.unflatten(-1, (-1, world_model.config.latent_classes)).argmax(-1)
+    features, raw_actions, hiddens, states, state_tokens = [], [], [], [], []
     for k in range(horizon):
         feature = th.cat([latent, hidden], -1)
         if future_actions is not None:
             raw = action = future_actions[:, k]
         else:
-            raw = actor.act(feature)
+            raw = actor.act(feature, tokens=tokens)
             action = actor.squash(raw)
         token = world_model.sequence_input(latent, action)[:, None]
         position = start_position + k
@@ -106,11 +107,13 @@ def imagine(
         features.append(feature)
         raw_actions.append(raw)
         states.append(latent)
+        state_tokens.append(tokens)
         hiddens.append(hidden)
         tokens = world_model.prior.sample(hidden, draft_steps, revise_steps, revise_rounds)
         latent = world_model.tokens_to_latent(tokens)
     features.append(th.cat([latent, hidden], -1))
     states.append(latent)
+    state_tokens.append(tokens)
     # Reward and continuation heads once over all steps: one large batch instead of H small ones.
     all_hidden = th.stack(hiddens, 1)
     return ImaginedTrajectory(
@@ -119,4 +122,5 @@ def imagine(
         rewards=world_model.reward(all_hidden),
         continues=world_model.continuation(all_hidden),
         latents=th.stack(states, 1),
+        tokens=th.stack(state_tokens, 1),
     )

@@ -12,6 +12,7 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.actor_critic import ActorCritic, ImaginedTrajectory
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.imagination import imagine
@@ -126,3 +127,31 @@ def test_throughput_benchmark_runs(tmp_path: pathlib.Path) -> None:
         assert result["imagination_steps_per_s"] > 0 and result["naive"]["imagination_steps_per_s"] > 0
         assert result["env_steps_per_s"] > 0 and result["peak_rss_bytes"] > 0
         assert result["replay_bytes_per_frame"] > 0
+
+
+def test_onehot_first_layer_matches_the_dense_one() -> None:
+    """Actor and critic give the same losses and gradients whether or not the latent tokens are passed."""
+    th.manual_seed(0)
+    k, c, rest, batch, horizon = 4, 32, 16, 6, 5
+    tokens = th.randint(c, (batch, horizon + 1, k))
+    latents = th.nn.functional.one_hot(tokens, c).float().flatten(-2)
+    base = dict(
+        features=th.cat([latents, th.randn(batch, horizon + 1, rest)], -1),
+        actions=th.randint(3, (batch, horizon)),
+        rewards=th.rand(batch, horizon),
+        continues=th.full((batch, horizon), 0.9),
+        latents=latents,
+    )
+    results = []
+    for with_tokens in (False, True):
+        th.manual_seed(1)
+        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_classes=c)
+        traj = ImaginedTrajectory(**base, tokens=tokens if with_tokens else None)
+        loss = ac.loss(traj, 0.99, 0.95, 1e-3)
+        (loss.actor + loss.critic).backward()
+        results.append((loss.actor, loss.critic, *(p.grad for p in ac.parameters() if p.grad is not None)))
+        with th.no_grad():
+            acted = ac.actor.act(traj.features[:, 0], deterministic=True, tokens=traj.tokens[:, 0] if with_tokens else None)
+        results[-1] += (acted,)
+    for a, b in zip(*results, strict=True):
+        th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

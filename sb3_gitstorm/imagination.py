@@ -76,17 +76,17 @@ def imagine(
     else:
         cache = None
 
+    classes = latents.unflatten(-1, (-1, world_model.config.latent_classes)).argmax(-1)  # (B, T, K)
     inputs = world_model.sequence_input(latents[:, :-1], actions[:, :-1])
-    token_segments, token_positions = segments[:, :-1], positions[:, :-1]
+    input_classes, token_segments, token_positions = classes[:, :-1], segments[:, :-1], positions[:, :-1]
     hidden = th.zeros(batch, transformer.dim, device=latents.device)
     if context > 1:
-        context_hidden = transformer(inputs, token_segments, token_positions, cache)
+        context_hidden = transformer(inputs, token_segments, token_positions, cache, input_classes)
         hidden = th.where(episode_starts[:, -1:], hidden, context_hidden[:, -1])
 
     # Imagined tokens belong to the start state's episode and continue its positions.
     step_segment, start_position = segments[:, -1:], positions[:, -1:]
-    latent = latents[:, -1]
-    tokens = latent.unflatten(-1, (-1, world_model.config.latent_classes)).argmax(-1)
+    latent, tokens = latents[:, -1], classes[:, -1]
     features, raw_actions, hiddens, states, state_tokens = [], [], [], [], []
     for k in range(horizon):
         feature = th.cat([latent, hidden], -1)
@@ -98,12 +98,13 @@ def imagine(
         token = world_model.sequence_input(latent, action)[:, None]
         position = start_position + k
         if cache is not None:
-            hidden = transformer(token, step_segment, position, cache)[:, 0]
+            hidden = transformer(token, step_segment, position, cache, tokens[:, None])[:, 0]
         else:
             inputs = th.cat([inputs, token], 1)
+            input_classes = th.cat([input_classes, tokens[:, None]], 1)
             token_segments = th.cat([token_segments, step_segment], 1)
             token_positions = th.cat([token_positions, position], 1)
-            hidden = transformer(inputs, token_segments, token_positions)[:, -1]
+            hidden = transformer(inputs, token_segments, token_positions, tokens=input_classes)[:, -1]
         features.append(feature)
         raw_actions.append(raw)
         states.append(latent)

@@ -100,6 +100,7 @@ class WorldModel(nn.Module):
             ffn_dim=config.transformer_ffn,
             dropout=config.dropout,
             max_length=config.max_length,
+            latent_classes=config.latent_classes,
         )
         self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, 2))
         self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, 2)

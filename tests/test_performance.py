@@ -17,6 +17,7 @@ from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.priors import MaskGITPrior
+from sb3_gitstorm.transformer import CausalTransformer, segment_positions
 from sb3_gitstorm.world_model import WorldModel
 from tests.conftest import DotEnv
 from tests.test_buffers import IMAGE, fill
@@ -155,3 +156,23 @@ def test_onehot_first_layer_matches_the_dense_one() -> None:
         results[-1] += (acted,)
     for a, b in zip(*results, strict=True):
         th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_onehot_stem_matches_the_dense_one() -> None:
+    """The sequence model gives the same h whether or not it is told the latent classes, cached or not."""
+    th.manual_seed(0)
+    k, c, extra = 4, 32, 3
+    net = CausalTransformer(k * c + extra, dim=32, layers=1, heads=2, ffn_dim=32, dropout=0.0, max_length=16, latent_classes=c)
+    tokens = th.randint(c, (5, 9, k))
+    inputs = th.cat([th.nn.functional.one_hot(tokens, c).float().flatten(-2), th.randn(5, 9, extra)], -1)
+    segments, positions = segment_positions(th.zeros(5, 9, dtype=th.bool))
+    with th.no_grad():
+        dense = net(inputs, segments, positions)
+        th.testing.assert_close(net(inputs, segments, positions, tokens=tokens), dense, rtol=1e-4, atol=1e-5)
+        cache = net.new_cache(5, 9, inputs.device)
+        first = net(inputs[:, :6], segments[:, :6], positions[:, :6], cache, tokens[:, :6])
+        rest = [
+            net(inputs[:, t : t + 1], segments[:, t : t + 1], positions[:, t : t + 1], cache, tokens[:, t : t + 1])
+            for t in range(6, 9)
+        ]
+    th.testing.assert_close(th.cat([first, *rest], 1), dense, rtol=1e-4, atol=1e-5)

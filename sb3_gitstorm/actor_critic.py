@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
-from sb3_gitstorm.networks import mlp, zero_init_output
+from sb3_gitstorm.networks import ONEHOT_MIN_CLASSES, mlp, onehot_mlp, zero_init_output
 
 
 class ImaginedTrajectory(NamedTuple):
@@ -37,6 +37,9 @@ class ImaginedTrajectory(NamedTuple):
         ``(B, H)``: predicted reward and probability that the episode continues after each action.
     latents : th.Tensor
         ``(B, H + 1, K * C)``: the flat one-hot latents of the states (decodable into frames).
+    tokens : th.Tensor, optional
+        Long ``(B, H + 1, K)``: the classes of ``latents``, which lets the actor and critic skip
+        the one-hot part of their first layer (:func:`~sb3_gitstorm.networks.onehot_mlp`).
     """
 
     features: th.Tensor
@@ -44,6 +47,14 @@ class ImaginedTrajectory(NamedTuple):
     rewards: th.Tensor
     continues: th.Tensor
     latents: th.Tensor
+    tokens: th.Tensor | None = None
+
+
+def _net_forward(net: nn.Sequential, features: th.Tensor, tokens: th.Tensor | None, latent_classes: int) -> th.Tensor:
+    """``net(features)``, through the one-hot first layer when the latent tokens are given and it pays off."""
+    if tokens is None or latent_classes < ONEHOT_MIN_CLASSES:
+        return net(features)
+    return onehot_mlp(net, features, tokens, latent_classes)
 
 
 class Actor(nn.Module):
@@ -61,6 +72,9 @@ class Actor(nn.Module):
         Uniform mix of the categorical (Discrete only).
     min_std, max_std : float
         Range of the Gaussian standard deviation (Box only).
+    latent_classes : int
+        Classes ``C`` of the latent tokens that ``features`` start with (one-hot), or 0 if unknown;
+        with it, calls that pass the tokens skip the one-hot part of the first layer.
     """
 
     def __init__(
@@ -72,29 +86,32 @@ class Actor(nn.Module):
         unimix: float,
         min_std: float = 0.1,
         max_std: float = 1.0,
+        latent_classes: int = 0,
     ) -> None:
         super().__init__()
+        self.latent_classes = latent_classes
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.unimix, self.min_std, self.max_std = unimix, min_std, max_std
         out_dim = self.action_dim if self.discrete else 2 * self.action_dim
         self.net = mlp(feature_dim, out_dim, hidden, layers)
 
-    def distribution(self, features: th.Tensor) -> Distribution:
-        """Distribution over raw actions given features ``(..., F)``; ``log_prob`` and ``entropy`` have shape ``(...)``."""
-        out = self.net(features)
+    def distribution(self, features: th.Tensor, tokens: th.Tensor | None = None) -> Distribution:
+        """Distribution over raw actions given features ``(..., F)`` (and optionally the latent
+        tokens ``(..., K)`` they start with); ``log_prob`` and ``entropy`` have shape ``(...)``."""
+        out = _net_forward(self.net, features, tokens, self.latent_classes).float()
         if self.discrete:
             return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
         mean, std = out.chunk(2, -1)
         std = (self.max_std - self.min_std) * th.sigmoid(std + 2.0) + self.min_std
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
-    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
+    def act(self, features: th.Tensor, deterministic: bool = False, tokens: th.Tensor | None = None) -> th.Tensor:
         """Raw actions for features ``(..., F)``: indices ``(...)`` or pre-tanh vectors ``(..., A)``."""
         if self.discrete:
-            logits = self.net(features)
+            logits = _net_forward(self.net, features, tokens, self.latent_classes)
             return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
-        dist = self.distribution(features)
+        dist = self.distribution(features, tokens)
         return dist.mean if deterministic else dist.sample()
 
     def squash(self, raw_actions: th.Tensor) -> th.Tensor:
@@ -105,18 +122,19 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """State value as a symlog two-hot distribution over ``bins`` bins."""
 
-    def __init__(self, feature_dim: int, hidden: int, layers: int, bins: int) -> None:
+    def __init__(self, feature_dim: int, hidden: int, layers: int, bins: int, latent_classes: int = 0) -> None:
         super().__init__()
         self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers))
         self.twohot = SymlogTwoHot(bins)
+        self.latent_classes = latent_classes
 
-    def forward(self, features: th.Tensor) -> th.Tensor:
-        """Logits over the bins, ``(..., bins)``."""
-        return self.net(features)
+    def forward(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
+        """Logits over the bins, ``(..., bins)``; ``tokens``: see :meth:`Actor.distribution`."""
+        return _net_forward(self.net, features, tokens, self.latent_classes)
 
-    def value(self, features: th.Tensor) -> th.Tensor:
+    def value(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
         """Expected value, shape ``(...)``."""
-        return self.twohot.mean(self(features))
+        return self.twohot.mean(self(features, tokens))
 
 
 def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, gamma: float, lam: float) -> th.Tensor:
@@ -187,12 +205,23 @@ class ActorCritic(nn.Module):
         MLP width and depth, critic bins.
     unimix : float
         Uniform mix of the discrete actor.
+    latent_classes : int
+        Classes of the one-hot latent tokens at the start of the features (0: unknown); see :class:`Actor`.
     """
 
-    def __init__(self, feature_dim: int, action_space: spaces.Space, hidden: int, layers: int, bins: int, unimix: float) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        action_space: spaces.Space,
+        hidden: int,
+        layers: int,
+        bins: int,
+        unimix: float,
+        latent_classes: int = 0,
+    ) -> None:
         super().__init__()
-        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix)
-        self.critic = Critic(feature_dim, hidden, layers, bins)
+        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix, latent_classes=latent_classes)
+        self.critic = Critic(feature_dim, hidden, layers, bins, latent_classes)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.normalizer = ReturnNormalizer()
 
@@ -202,8 +231,8 @@ class ActorCritic(nn.Module):
         States after a predicted termination weigh less: each step is weighted by the probability
         that the trajectory is still alive when it is reached.
         """
-        features = traj.features.detach()
-        logits = self.critic(features)
+        features, tokens = traj.features.detach(), traj.tokens
+        logits = self.critic(features, tokens)
         twohot = self.critic.twohot
         with th.no_grad():
             values = twohot.mean(logits)
@@ -211,13 +240,13 @@ class ActorCritic(nn.Module):
             scale = self.normalizer.update(returns)
             advantages = (returns - values[:, :-1]) / scale
             alive = th.cat([th.ones_like(traj.continues[:, :1]), traj.continues[:, :-1]], 1).cumprod(1)
-            slow_values = self.target_critic.value(features[:, :-1])
+            slow_values = self.target_critic.value(features, tokens)[:, :-1]
 
-        dist = self.actor.distribution(features[:, :-1])
+        dist = self.actor.distribution(features[:, :-1], None if tokens is None else tokens[:, :-1])
         entropy = dist.entropy()
         actor = -(alive * (advantages * dist.log_prob(traj.actions) + ent_coef * entropy)).mean()
 
-        log_probs = F.log_softmax(logits[:, :-1], dim=-1)
+        log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
         critic_nll = twohot.loss(logits, returns, log_probs) + twohot.loss(logits, slow_values, log_probs)
         critic = (alive * critic_nll).mean()
         return ActorCriticLoss(

@@ -40,6 +40,7 @@ def unimix_log_probs(logits: th.Tensor, mix: float) -> th.Tensor:
     th.Tensor
         Normalised log-probabilities, shape ``(..., num_classes)``.
     """
+    logits = logits.float()  # bf16 logits under autocast: the distribution itself stays float32
     if mix <= 0.0:
         return F.log_softmax(logits, dim=-1)
     probs = F.softmax(logits, dim=-1)
@@ -207,5 +208,6 @@ class SymlogTwoHot(nn.Module):
         return -((1.0 - w_up) * picked[..., 0] + w_up * picked[..., 1])
 
     def mean(self, logits: th.Tensor) -> th.Tensor:
-        """Decoded scalar prediction, shape ``logits.shape[:-1]``."""
-        return symexp(F.softmax(logits.float(), dim=-1) @ self.bins)
+        """Decoded scalar prediction, shape ``logits.shape[:-1]`` (float32, also under autocast)."""
+        with th.autocast(logits.device.type, enabled=False):
+            return symexp(F.softmax(logits.float(), dim=-1) @ self.bins)

@@ -110,6 +110,13 @@ class GITSTORM(OffPolicyAlgorithm):
         Draft-and-revise schedule of the MaskGIT prior in imagination (paper: 1, 1, 1).
     world_model_max_grad_norm, actor_critic_max_grad_norm : float
         Gradient-norm clips (1000 and 100).
+    replay_buffer_kwargs : dict, optional
+        Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`, e.g.
+        ``dict(on_device=True)`` to keep the replay on the GPU (no host-to-device copy per batch).
+    mixed_precision : bool
+        Run the forward passes of the updates and of imagination under ``torch.autocast`` with
+        bfloat16 (CUDA, or CPUs with native bf16 such as AVX-512 BF16 / AMX; slower elsewhere).
+        Parameters, optimiser states, losses and sampling stay float32. Off by default.
     stats_window_size : int
         Episodes averaged in the rollout logs.
     log_video_interval : int
@@ -161,6 +168,8 @@ class GITSTORM(OffPolicyAlgorithm):
         revise_rounds: int = 1,
         world_model_max_grad_norm: float = 1000.0,
         actor_critic_max_grad_norm: float = 100.0,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        mixed_precision: bool = False,
         stats_window_size: int = 100,
         log_video_interval: int = 5_000,
         tensorboard_log: str | None = None,
@@ -188,6 +197,7 @@ class GITSTORM(OffPolicyAlgorithm):
             train_freq=train_freq,
             gradient_steps=gradient_steps,
             replay_buffer_class=SequenceReplayBuffer,
+            replay_buffer_kwargs=replay_buffer_kwargs,
             policy_kwargs=dict(policy_kwargs or {}),
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -213,6 +223,9 @@ class GITSTORM(OffPolicyAlgorithm):
         self.world_model_max_grad_norm = world_model_max_grad_norm
         self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
         self.log_video_interval = log_video_interval
+        self.mixed_precision = mixed_precision
+        # False: imagination recomputes the whole sequence every step (the STORM code), for benchmarks.
+        self.use_kv_cache = True
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
         if _init_setup_model:
@@ -253,7 +266,12 @@ class GITSTORM(OffPolicyAlgorithm):
         self._check_hyperparameters()
         if self.replay_buffer is None:
             self.replay_buffer = SequenceReplayBuffer(
-                self.buffer_size, self.policy.model_observation_space, self.action_space, self.device, n_envs=self.n_envs
+                self.buffer_size,
+                self.policy.model_observation_space,
+                self.action_space,
+                self.device,
+                n_envs=self.n_envs,
+                **self.replay_buffer_kwargs,
             )
         self._convert_train_freq()
 
@@ -410,12 +428,17 @@ class GITSTORM(OffPolicyAlgorithm):
             update_learning_rate(optimizer, schedule(progress))
             self.logger.record(f"train/{name}", schedule(progress))
 
+    def _autocast(self) -> th.autocast:
+        """bfloat16 autocast on the model's device when ``mixed_precision`` is on, a no-op otherwise."""
+        return th.autocast(self.device.type, dtype=th.bfloat16, enabled=self.mixed_precision)
+
     def _train_world_model(self, batch_size: int) -> dict[str, float]:
         """3. One world-model update on ``batch_size`` replay windows of ``batch_length`` steps."""
         world_model = self.policy.world_model
         world_model.train()
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
-        loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
+        with self._autocast():
+            loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
         self.policy.world_model_optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         th.nn.utils.clip_grad_norm_(world_model.parameters(), self.world_model_max_grad_norm)
@@ -436,23 +459,26 @@ class GITSTORM(OffPolicyAlgorithm):
         """4. Roll the world model forward from ``imagine_batch_size`` real context windows."""
         self.policy.world_model.eval()
         context = self.replay_buffer.sample(self.imagine_batch_size, self.imagine_context_length)
-        return imagine(
-            self.policy.world_model,
-            self.policy.actor_critic.actor,
-            context.observations,
-            context.actions,
-            context.episode_starts,
-            self.imagine_horizon,
-            self.draft_steps,
-            self.revise_steps,
-            self.revise_rounds,
-        )
+        with self._autocast():
+            return imagine(
+                self.policy.world_model,
+                self.policy.actor_critic.actor,
+                context.observations,
+                context.actions,
+                context.episode_starts,
+                self.imagine_horizon,
+                self.draft_steps,
+                self.revise_steps,
+                self.revise_rounds,
+                use_kv_cache=self.use_kv_cache,
+            )
 
     def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:
         """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""
         actor_critic = self.policy.actor_critic
         actor_critic.train()
-        loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
+        with self._autocast():
+            loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
         for value, optimizer, module in (
             (loss.actor, self.policy.actor_optimizer, actor_critic.actor),
             (loss.critic, self.policy.critic_optimizer, actor_critic.critic),

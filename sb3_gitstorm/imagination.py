@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch as th
 
 from sb3_gitstorm.actor_critic import Actor, ImaginedTrajectory
-from sb3_gitstorm.transformer import segment_positions
+from sb3_gitstorm.transformer import autocast_dtype, segment_positions
 from sb3_gitstorm.world_model import WorldModel
 
 
@@ -71,43 +71,50 @@ def imagine(
     latents = world_model.encode(obs).flatten(-2)
     segments, positions = segment_positions(episode_starts)
     transformer = world_model.transformer
-    cache = transformer.new_cache(batch, context - 1 + horizon, latents.device) if use_kv_cache else None
+    if use_kv_cache:  # stored in the dtype the key/value projections produce (bf16 under autocast)
+        cache = transformer.new_cache(batch, context - 1 + horizon, latents.device, autocast_dtype(latents.device))
+    else:
+        cache = None
 
+    classes = latents.unflatten(-1, (-1, world_model.config.latent_classes)).argmax(-1)  # (B, T, K)
     inputs = world_model.sequence_input(latents[:, :-1], actions[:, :-1])
-    token_segments, token_positions = segments[:, :-1], positions[:, :-1]
+    input_classes, token_segments, token_positions = classes[:, :-1], segments[:, :-1], positions[:, :-1]
     hidden = th.zeros(batch, transformer.dim, device=latents.device)
     if context > 1:
-        context_hidden = transformer(inputs, token_segments, token_positions, cache)
+        context_hidden = transformer(inputs, token_segments, token_positions, cache, input_classes)
         hidden = th.where(episode_starts[:, -1:], hidden, context_hidden[:, -1])
 
     # Imagined tokens belong to the start state's episode and continue its positions.
     step_segment, start_position = segments[:, -1:], positions[:, -1:]
-    latent = latents[:, -1]
-    features, raw_actions, hiddens, states = [], [], [], []
+    latent, tokens = latents[:, -1], classes[:, -1]
+    features, raw_actions, hiddens, states, state_tokens = [], [], [], [], []
     for k in range(horizon):
         feature = th.cat([latent, hidden], -1)
         if future_actions is not None:
             raw = action = future_actions[:, k]
         else:
-            raw = actor.act(feature)
+            raw = actor.act(feature, tokens=tokens)
             action = actor.squash(raw)
         token = world_model.sequence_input(latent, action)[:, None]
         position = start_position + k
         if cache is not None:
-            hidden = transformer(token, step_segment, position, cache)[:, 0]
+            hidden = transformer(token, step_segment, position, cache, tokens[:, None])[:, 0]
         else:
             inputs = th.cat([inputs, token], 1)
+            input_classes = th.cat([input_classes, tokens[:, None]], 1)
             token_segments = th.cat([token_segments, step_segment], 1)
             token_positions = th.cat([token_positions, position], 1)
-            hidden = transformer(inputs, token_segments, token_positions)[:, -1]
+            hidden = transformer(inputs, token_segments, token_positions, tokens=input_classes)[:, -1]
         features.append(feature)
         raw_actions.append(raw)
         states.append(latent)
+        state_tokens.append(tokens)
         hiddens.append(hidden)
         tokens = world_model.prior.sample(hidden, draft_steps, revise_steps, revise_rounds)
         latent = world_model.tokens_to_latent(tokens)
     features.append(th.cat([latent, hidden], -1))
     states.append(latent)
+    state_tokens.append(tokens)
     # Reward and continuation heads once over all steps: one large batch instead of H small ones.
     all_hidden = th.stack(hiddens, 1)
     return ImaginedTrajectory(
@@ -116,4 +123,5 @@ def imagine(
         rewards=world_model.reward(all_hidden),
         continues=world_model.continuation(all_hidden),
         latents=th.stack(states, 1),
+        tokens=th.stack(state_tokens, 1),
     )

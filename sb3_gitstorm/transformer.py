@@ -16,6 +16,18 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from sb3_gitstorm.networks import ONEHOT_MIN_CLASSES, onehot_mlp
+
+
+def autocast_dtype(device: th.device) -> th.dtype:
+    """The dtype that matrix products produce on ``device``: the autocast dtype inside ``torch.autocast``, else float32."""
+    try:
+        if th.is_autocast_enabled(device.type):
+            return th.get_autocast_dtype(device.type)
+    except (AttributeError, TypeError):  # torch < 2.4 lacks the device-type variants
+        pass
+    return th.float32
+
 
 class KVCache:
     """Keys, values and segment ids of the tokens seen so far, for every layer.
@@ -39,8 +51,9 @@ class KVCache:
         dtype: th.dtype = th.float32,
     ) -> None:
         shape = (num_layers, batch_size, num_heads, capacity, head_dim)
-        self.keys = th.zeros(shape, device=device, dtype=dtype)
-        self.values = th.zeros(shape, device=device, dtype=dtype)
+        # Uninitialised: only the first ``length`` positions are ever read, and they are written first.
+        self.keys = th.empty(shape, device=device, dtype=dtype)
+        self.values = th.empty(shape, device=device, dtype=dtype)
         self.segments = th.zeros(batch_size, capacity, device=device, dtype=th.long)
         self.length = 0
 
@@ -130,11 +143,24 @@ class CausalTransformer(nn.Module):
         Size of ``concat(z_t, a_t)``.
     dim, layers, heads, ffn_dim, dropout, max_length
         Width, depth, heads, feed-forward width, dropout and the longest window (learned positions).
+    latent_classes : int
+        Classes ``C`` of the one-hot latent tokens that the inputs start with (0: unknown); with it,
+        calls that pass the tokens skip the one-hot part of the first layer.
     """
 
-    def __init__(self, input_dim: int, dim: int, layers: int, heads: int, ffn_dim: int, dropout: float, max_length: int) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        max_length: int,
+        latent_classes: int = 0,
+    ) -> None:
         super().__init__()
-        self.dim, self.heads, self.max_length = dim, heads, max_length
+        self.dim, self.heads, self.max_length, self.latent_classes = dim, heads, max_length, latent_classes
         self.stem = nn.Sequential(
             nn.Linear(input_dim, dim, bias=False),
             nn.LayerNorm(dim),
@@ -157,6 +183,7 @@ class CausalTransformer(nn.Module):
         segments: th.Tensor,
         positions: th.Tensor,
         cache: KVCache | None = None,
+        tokens: th.Tensor | None = None,
     ) -> th.Tensor:
         """Run new tokens through the transformer, attending to the cache if one is given.
 
@@ -169,6 +196,9 @@ class CausalTransformer(nn.Module):
             (in the cache or among the new ones) with the same segment id.
         cache : KVCache, optional
             Cached keys/values of earlier tokens; the new tokens are appended to it.
+        tokens : th.Tensor, optional
+            Long ``(B, T, K)``: the latent classes whose one-hot ``inputs`` start with, which lets the
+            first layer skip the one-hot block (:func:`~sb3_gitstorm.networks.onehot_mlp`).
 
         Returns
         -------
@@ -188,7 +218,11 @@ class CausalTransformer(nn.Module):
         causal = key_index[None, :] <= query_index[:, None]
         mask = (causal & (segments[:, :, None] == key_segments[:, None, :])).unsqueeze(1)
 
-        x = self.drop(self.stem(inputs) + self.position(positions))
+        if tokens is not None and self.latent_classes >= ONEHOT_MIN_CLASSES:
+            stem = onehot_mlp(self.stem, inputs, tokens, self.latent_classes)
+        else:
+            stem = self.stem(inputs)
+        x = self.drop(stem + self.position(positions))
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, cache, layer)
         if cache is not None:

@@ -360,7 +360,8 @@ class Report:
                 ax.fill_between(cell.steps, low, high, color=colors[algo], alpha=0.2)
             ax.set(title=env_id, xlabel="environment steps", ylabel="evaluation return")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize="small", title="algorithm (seeds)", title_fontsize="small")
+            if ax.lines:
+                ax.legend(fontsize="small", title="algorithm (seeds)", title_fontsize="small")
         for ax in axes[len(self.env_ids) :]:
             ax.set_visible(False)
         figure.savefig(path, dpi=100)

@@ -88,6 +88,7 @@ class RunStore:
         self.path(spec, "part").unlink(missing_ok=True)
 
     def fail(self, spec: RunSpec, error: BaseException) -> None:
+        self.path(spec, "error").parent.mkdir(parents=True, exist_ok=True)
         self.path(spec, "error").write_text("".join(traceback.format_exception(error)))
 
     def curve(self, spec: RunSpec) -> list[dict[str, float]]:
@@ -115,6 +116,7 @@ class LocalExecutor:
         self.threads = max(1, len(os.sched_getaffinity(0)) // workers)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **resources: float) -> Future:
+        """``fn(*args)`` in a worker process (``resources`` are Ray's: the workers share the cores evenly)."""
         return self._pool.submit(fn, *args)
 
     def close(self) -> None:
@@ -141,11 +143,14 @@ class RayExecutor:
             include_dashboard=False,
         )
         self.queue = Queue()
-        self.resources = resources
         self.threads = max(1, int(resources.get("num_cpus", 1)))
+        self._remote: dict[Callable[..., Any], Any] = {}
 
     def submit(self, fn: Callable[..., Any], *args: Any, **resources: float) -> Future:
-        return self._ray.remote(fn).options(**resources).remote(*args).future()
+        """``fn(*args)`` as a Ray task that holds ``resources`` (e.g. ``num_cpus=1, num_gpus=0.5``)."""
+        if fn not in self._remote:  # one registration per function, not per task
+            self._remote[fn] = self._ray.remote(fn)
+        return self._remote[fn].options(**resources).remote(*args).future()
 
     def close(self) -> None:
         self._ray.shutdown()
@@ -172,6 +177,7 @@ class Sweep:
         self.todo = [spec for spec in runs if not self.store.is_finished(spec)]
         self.random_todo = [env for env in config.envs if env.measures_random and self.store.random_score(env.env_id) is None]
         self.failed: list[RunSpec] = []
+        self.bars: dict[str, TaskID] = {}  # progress bars of the runs in progress
 
     def run(self, workers: int, ray_address: str | None = None) -> None:
         """Run what is left, ``workers`` at a time (local processes) or as Ray tasks on ``ray_address``."""
@@ -194,7 +200,6 @@ class Sweep:
             future = executor.submit(random_policy_score, env.env_id, env.env_kwargs, env.eval_episodes, num_cpus=1)
             handlers[future] = lambda future, env=env: self._random_done(env, future)
         for spec in self.todo:
-            self.store.start(spec)
             future = executor.submit(
                 train_and_evaluate, spec, self.config.device, executor.threads, executor.queue, **self.config.resources
             )
@@ -203,7 +208,6 @@ class Sweep:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console) as self.progress:
             self.overall = self.progress.add_task("runs done", total=len(self.runs), completed=len(self.runs) - len(self.todo))
-            self.bars: dict[str, TaskID] = {}
             while handlers:
                 done, _ = wait(handlers, timeout=POLL_PERIOD, return_when=FIRST_COMPLETED)
                 # A task puts its messages before it returns: read them before handling its end.
@@ -218,12 +222,12 @@ class Sweep:
             except queue_module.Empty:
                 return
             spec = by_name[name]
+            if name not in self.bars:  # the run's first message: it started
+                self.store.start(spec)
+                self.bars[name] = self.progress.add_task(f"  {name}", total=spec.budget)
             if kind == "point":
                 self.store.append(spec, payload)
-            steps = payload["step"] if kind == "point" else payload
-            if name not in self.bars:
-                self.bars[name] = self.progress.add_task(f"  {name}", total=spec.budget)
-            self.progress.update(self.bars[name], completed=steps)
+            self.progress.update(self.bars[name], completed=payload["step"] if kind == "point" else payload)
 
     def _run_done(self, spec: RunSpec, future: Future) -> None:
         bar = self.bars.pop(spec.name, None)

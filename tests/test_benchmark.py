@@ -240,6 +240,8 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
     assert len(finished) == 8 and not list((out / "runs").rglob("*.part"))
     assert main(["--config", str(config), "--out", str(out)]) == 0
     assert {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*.jsonl")} == finished
+    raw["budget"] = 300  # finished runs made with another budget: refused
+    assert main(["--config", str(write_config(tmp_path / "smoke.yml", raw)), "--out", str(out)]) == 2
 
 
 def test_ray_tasks_and_failed_runs(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from sb3_gitstorm.benchmark.sweep import Sweep
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run (or resume) a sweep and write its report; returns the exit status (1 if a run failed)."""
+    """Run (or resume) a sweep and write its report; returns the exit status (1: a run failed, 2: bad configuration)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python benchmarks/compare.py",
@@ -40,11 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
 
     console = Console(stderr=True)
-    config = load_config(args.config)
-    runs, skipped = plan(config)
+    try:  # configuration errors, and finished runs in --out made with other settings
+        config = load_config(args.config)
+        runs, skipped = plan(config)
+        sweep = Sweep(config, runs, args.out, console)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
     for skip in skipped:
         console.print(f"Skipping {skip.algo} on {skip.env_id}: {skip.reason}")
-    sweep = Sweep(config, runs, args.out, console)
     try:
         sweep.run(args.workers, args.ray_address)
     except KeyboardInterrupt:

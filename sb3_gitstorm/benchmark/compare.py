@@ -1,0 +1,64 @@
+"""``python benchmarks/compare.py --config <yaml> --out <dir> [--workers N] [--ray-address auto|<address>|local]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from sb3_gitstorm.benchmark.config import load_config, plan
+from sb3_gitstorm.benchmark.report import Report
+from sb3_gitstorm.benchmark.sweep import Sweep
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) a sweep and write its report; returns the exit status (1: a run failed, 2: bad configuration)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/compare.py",
+        description="Train every environment x algorithm x seed of a configuration, evaluate along the way and "
+        "write results.json, summary.md and curves.png. Running the same command again resumes the sweep.",
+    )
+    parser.add_argument("--config", required=True, help="YAML configuration (see benchmarks/configs/)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="runs at a time in local worker processes (default: one per core); "
+        "with --ray-address local, the CPUs of the Ray instance it starts",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="run the runs as Ray tasks: 'auto' (the cluster of this machine), 'ray://<head>:10001', or 'local' (start one here)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+
+    console = Console(stderr=True)
+    try:  # configuration errors, and finished runs in --out made with other settings
+        config = load_config(args.config)
+        runs, skipped = plan(config)
+        sweep = Sweep(config, runs, args.out, console)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
+    for skip in skipped:
+        console.print(f"Skipping {skip.algo} on {skip.env_id}: {skip.reason}")
+    try:
+        sweep.run(args.workers, args.ray_address)
+    except KeyboardInterrupt:
+        console.print("Interrupted: run the same command again to resume (unfinished runs restart from step 0).")
+        return 130
+    finally:
+        Report(config, runs, skipped, sweep.store).write(args.out, " ".join(["python benchmarks/compare.py", *argv]))
+        console.print(f"Wrote {args.out / 'summary.md'}, {args.out / 'results.json'} and {args.out / 'curves.png'}")
+    return 1 if sweep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

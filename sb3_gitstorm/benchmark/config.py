@@ -1,0 +1,265 @@
+"""Benchmark configuration: which environments, algorithms, seeds, budgets and evaluations to run.
+
+A configuration is a YAML file (see ``benchmarks/configs/``)::
+
+    algorithms: [gitstorm, gitstorm-mlp, ppo, sac]   # names of ALGORITHMS
+    seeds: [0, 1, 2]                                  # or a count: 3 means [0, 1, 2]
+    budget: 10000                                     # environment steps per run (all parallel envs together)
+    eval: {interval: 1000, episodes: 10}              # evaluated at step 0, every interval and at the end
+    device: auto                                      # torch device of the models
+    bootstrap_reps: 2000                              # bootstrap replications of the confidence intervals
+    resources: {num_cpus: 1}                          # Ray resources of one run (--ray-address only)
+    hyperparams:                                      # overrides of the zoo files, per algorithm
+      gitstorm: {imagine_batch_size: 256}
+    envs:
+      CartPole-v1: {}
+      gitstorm/dmc-cartpole-balance-v0:               # every key optional
+        budget: 5000                                  # budget and eval override the global ones
+        eval: {episodes: 5}
+        env_kwargs: {fast_render: true}
+        hyperparams: {sac: {buffer_size: 5000}}       # overrides for this environment only
+        reference: 1000                               # normalisation (see report.py)
+        random: 0.0                                   # random-policy return; measured when omitted
+
+Hyperparameters start from the file ``python -m sb3_gitstorm.zoo.train`` would use
+(:func:`sb3_gitstorm.zoo.default_conf_file`, else rl_zoo3's own), then the algorithm's own
+settings (``gitstorm-mlp`` is ``gitstorm`` with ``prior: mlp``), then ``hyperparams``, then the
+environment's ``hyperparams``; each level replaces whole keys. The zoo file's ``n_timesteps`` is
+replaced by the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import yaml
+from gymnasium import spaces
+
+from sb3_gitstorm.envs import ATARI_100K_GAMES, DMC_TASKS, atari_id, dmc_id
+
+
+class Algorithm(NamedTuple):
+    """A benchmarked algorithm: an ``rl_zoo3.ALGOS`` entry, fixed settings and the action spaces it supports."""
+
+    zoo_algo: str
+    hyperparams: dict[str, Any]
+    action_spaces: tuple[type[spaces.Space], ...]
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "gitstorm": Algorithm("gitstorm", {}, (spaces.Discrete, spaces.Box)),
+    "gitstorm-mlp": Algorithm("gitstorm", {"prior": "mlp"}, (spaces.Discrete, spaces.Box)),  # STORM
+    "ppo": Algorithm("ppo", {}, (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)),
+    "sac": Algorithm("sac", {}, (spaces.Box,)),
+    "dqn": Algorithm("dqn", {}, (spaces.Discrete,)),
+}
+
+# Returns of a well-trained agent, the 1 of the normalised scores of environments that are not Atari 100k
+# games (see report.py). CartPole-v1: the maximum; Pendulum-v1: about the best agents of the
+# rl-baselines3-zoo benchmark; DMC: the maximum of every task.
+REFERENCE_RETURNS: dict[str, float] = {
+    "CartPole-v1": 500.0,
+    "Pendulum-v1": -150.0,
+    **{dmc_id(task, pixels): 1000.0 for task in DMC_TASKS for pixels in (True, False)},
+}
+_ATARI_GAMES = {atari_id(game): game for game in ATARI_100K_GAMES}
+
+_TOP_KEYS = {"algorithms", "seeds", "budget", "eval", "device", "bootstrap_reps", "resources", "hyperparams", "envs"}
+_ENV_KEYS = {"budget", "eval", "env_kwargs", "hyperparams", "reference", "random"}
+_EVAL_KEYS = {"interval", "episodes"}
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """The settings of one environment, with the global defaults filled in."""
+
+    env_id: str
+    budget: int
+    eval_interval: int
+    eval_episodes: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: float | None = None
+    random: float | None = None
+
+    @property
+    def measures_random(self) -> bool:
+        """Whether the sweep measures the random-policy return (no ``random`` given, not an Atari 100k game)."""
+        return self.random is None and atari_game(self.env_id) is None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: everything that determines its learning curve.
+
+    ``hyperparams`` are the overrides applied on top of the zoo file (see the module docstring).
+    """
+
+    env_id: str
+    algo: str
+    seed: int
+    budget: int
+    eval_interval: int
+    eval_episodes: int
+    hyperparams: dict[str, Any]
+    env_kwargs: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """``<env>/<algo>/seed<seed>``, with the environment id made a single path component."""
+        return f"{env_slug(self.env_id)}/{self.algo}/seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Skip(NamedTuple):
+    """An (environment, algorithm) pair left out, and why."""
+
+    env_id: str
+    algo: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """A parsed configuration file."""
+
+    algorithms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    envs: tuple[EnvSettings, ...]
+    hyperparams: dict[str, dict[str, Any]]
+    device: str = "auto"
+    bootstrap_reps: int = 2000
+    resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1})
+
+    def env(self, env_id: str) -> EnvSettings:
+        return next(env for env in self.envs if env.env_id == env_id)
+
+    def run_spec(self, env: EnvSettings, algo: str, seed: int) -> RunSpec:
+        overrides = {**ALGORITHMS[algo].hyperparams, **self.hyperparams.get(algo, {}), **env.hyperparams.get(algo, {})}
+        return RunSpec(env.env_id, algo, seed, env.budget, env.eval_interval, env.eval_episodes, overrides, dict(env.env_kwargs))
+
+
+def atari_game(env_id: str) -> str | None:
+    """The Atari 100k game of a ``gitstorm/atari-<Game>-v0`` id (human-normalised scores), else None."""
+    return _ATARI_GAMES.get(env_id)
+
+
+def env_slug(env_id: str) -> str:
+    """A file-name-safe form of a gymnasium id: ``gitstorm/atari-Pong-v0`` -> ``gitstorm_atari-Pong-v0``."""
+    return env_id.replace("/", "_")
+
+
+def _check_keys(where: str, mapping: Any, allowed: set[str]) -> dict[str, Any]:
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where} must be a mapping, got {mapping!r}")
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+    return mapping
+
+
+def _check_algorithms(where: str, hyperparams: Any) -> dict[str, dict[str, Any]]:
+    """Per-algorithm hyperparameter overrides: a mapping of algorithm names to mappings."""
+    hyperparams = _check_keys(where, hyperparams, set(ALGORITHMS))
+    for algo, overrides in hyperparams.items():
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{where}.{algo} must be a mapping of hyperparameters, got {overrides!r}")
+    return {algo: dict(overrides) for algo, overrides in hyperparams.items()}
+
+
+def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
+    """Validate a configuration mapping (the content of a YAML file) and fill in the defaults.
+
+    Raises
+    ------
+    ValueError
+        For unknown keys or algorithms, unregistered environment ids, missing or invalid values.
+    """
+    raw = _check_keys("the configuration", raw, _TOP_KEYS)
+    for key in ("algorithms", "seeds", "budget", "eval", "envs"):
+        if key not in raw:
+            raise ValueError(f"The configuration needs {key!r}")
+    algorithms = tuple(raw["algorithms"])
+    unknown = sorted(set(algorithms) - set(ALGORITHMS))
+    if unknown or not algorithms:
+        raise ValueError(f"Unknown algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}")
+    seeds = tuple(range(raw["seeds"])) if isinstance(raw["seeds"], int) else tuple(int(seed) for seed in raw["seeds"])
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a positive count or a list of distinct seeds, got {raw['seeds']!r}")
+    default_eval = _check_keys("eval", raw["eval"], _EVAL_KEYS)
+    env_ids = raw["envs"] if isinstance(raw["envs"], dict) else dict.fromkeys(raw["envs"] or [])
+    if not env_ids:
+        raise ValueError("envs must list at least one environment")
+    envs = []
+    for env_id, settings in env_ids.items():
+        settings = _check_keys(f"envs.{env_id}", settings, _ENV_KEYS)
+        if env_id not in gym.registry:
+            raise ValueError(f"envs.{env_id}: not a registered gymnasium id")
+        evaluation = {**default_eval, **_check_keys(f"envs.{env_id}.eval", settings.get("eval"), _EVAL_KEYS)}
+        env = EnvSettings(
+            env_id,
+            budget=int(settings.get("budget", raw["budget"])),
+            eval_interval=int(evaluation.get("interval", 0)),
+            eval_episodes=int(evaluation.get("episodes", 0)),
+            env_kwargs=dict(settings.get("env_kwargs") or {}),
+            hyperparams=_check_algorithms(f"envs.{env_id}.hyperparams", settings.get("hyperparams")),
+            reference=None if settings.get("reference") is None else float(settings["reference"]),
+            random=None if settings.get("random") is None else float(settings["random"]),
+        )
+        if min(env.budget, env.eval_interval, env.eval_episodes) < 1:
+            raise ValueError(f"envs.{env_id}: budget, eval.interval and eval.episodes must be positive integers")
+        if atari_game(env_id) is None and env.reference is None:
+            if env_id not in REFERENCE_RETURNS:
+                raise ValueError(
+                    f"envs.{env_id}: no reference return for the normalised scores; give `reference` "
+                    "(the return of a well-trained agent)"
+                )
+            env = dataclasses.replace(env, reference=REFERENCE_RETURNS[env_id])
+        envs.append(env)
+    config = BenchmarkConfig(
+        algorithms,
+        seeds,
+        tuple(envs),
+        _check_algorithms("hyperparams", raw.get("hyperparams")),
+        device=str(raw.get("device", "auto")),
+        bootstrap_reps=int(raw.get("bootstrap_reps", 2000)),
+        resources={str(k): float(v) for k, v in (raw.get("resources") or {"num_cpus": 1}).items()},
+    )
+    if config.bootstrap_reps < 1:
+        raise ValueError(f"bootstrap_reps must be positive, got {config.bootstrap_reps}")
+    return config
+
+
+def load_config(path: str | Path) -> BenchmarkConfig:
+    """Read and validate a YAML configuration file (see the module docstring)."""
+    return parse_config(yaml.safe_load(Path(path).read_text()))
+
+
+def action_space(env: EnvSettings) -> spaces.Space:
+    """The action space of an environment (made once and closed)."""
+    instance = gym.make(env.env_id, **env.env_kwargs)
+    try:
+        return instance.action_space
+    finally:
+        instance.close()
+
+
+def plan(config: BenchmarkConfig) -> tuple[list[RunSpec], list[Skip]]:
+    """Every run of the sweep, and the (environment, algorithm) pairs skipped for their action space."""
+    runs, skipped = [], []
+    for env in config.envs:
+        space = action_space(env)
+        for algo in config.algorithms:
+            if not isinstance(space, ALGORITHMS[algo].action_spaces):
+                skipped.append(Skip(env.env_id, algo, f"{algo} does not support {type(space).__name__} action spaces"))
+                continue
+            runs.extend(config.run_spec(env, algo, seed) for seed in config.seeds)
+    return runs, skipped

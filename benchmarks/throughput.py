@@ -2,10 +2,10 @@
 
 Examples::
 
-    PYTHONPATH=. python benchmarks/throughput.py --size tiny
-    PYTHONPATH=. python benchmarks/throughput.py --size small --prior both --json small.json
-    PYTHONPATH=. python benchmarks/throughput.py --size tiny --policy cnn
-    PYTHONPATH=. python benchmarks/throughput.py --size base --batch-scale 0.125 --repeats 3 --skip-naive
+    python benchmarks/throughput.py --size tiny
+    python benchmarks/throughput.py --size small --prior both --json small.json
+    python benchmarks/throughput.py --size tiny --policy cnn
+    python benchmarks/throughput.py --size base --batch-scale 0.125 --repeats 3 --skip-naive
     python benchmarks/throughput.py --size base --policy cnn --device cuda --replay-on-device --bf16
 
 Every figure is the median over ``--repeats`` timed repetitions after ``--warmup`` untimed ones,
@@ -23,7 +23,6 @@ memory is ``torch.cuda.max_memory_allocated``. Peak RSS is the process high-wate
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -186,7 +185,11 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     buffer = model.replay_buffer
     timer = Timer(device)
     show = not args.no_progress
-    variants = [True] if args.skip_naive else [True, False]
+    # The first variant gives the headline figures; the other (if any) the ``*_naive`` ones.
+    variants = [False] if args.no_kv_cache else [True] if args.skip_naive else [True, False]
+
+    def key(name: str, kv: bool) -> str:
+        return name if kv == variants[0] else f"{name}_naive"
 
     def imagine(kv: bool):
         model.use_kv_cache = kv
@@ -199,7 +202,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     hidden = th.randn(model.imagine_batch_size, world_model.config.hidden_dim, device=device)
 
     def prior_sample():
-        with th.no_grad(), model._autocast() if hasattr(model, "_autocast") else contextlib.nullcontext():
+        with th.no_grad(), model._autocast():
             return world_model.prior.sample(hidden, model.draft_steps, model.revise_steps, model.revise_rounds)
 
     if device.type == "cuda":
@@ -210,8 +213,8 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
         timer("world_model" if record else None, lambda: model._train_world_model(model.batch_size))
         trajectory = None
         for kv in variants:
-            out = timer(("imagine" if kv else "imagine_naive") if record else None, lambda kv=kv: imagine(kv))
-            trajectory = out if kv else trajectory
+            out = timer(key("imagine", kv) if record else None, lambda kv=kv: imagine(kv))
+            trajectory = out if kv == variants[0] else trajectory
         timer("actor_critic" if record else None, lambda traj=trajectory: model._train_actor_critic(traj))
         timer("prior" if record else None, prior_sample)
 
@@ -236,17 +239,18 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
         "world_model_updates_per_s": 1.0 / timer.median("world_model"),
         "imagination_steps_per_s": steps / timer.median("imagine"),
         "actor_critic_updates_per_s": 1.0 / timer.median("actor_critic"),
-        "env_steps_per_s": 1.0 / statistics.median(loop[True]),
+        "kv_cache": variants[0],
+        "env_steps_per_s": 1.0 / statistics.median(loop[variants[0]]),
         "prior_ms_per_imagined_step": 1e3 * timer.median("prior"),
         "ms": {
             "world_model": 1e3 * timer.median("world_model"),
             "imagine": 1e3 * timer.median("imagine"),
             "actor_critic": 1e3 * timer.median("actor_critic"),
-            "loop_step": 1e3 * statistics.median(loop[True]),
+            "loop_step": 1e3 * statistics.median(loop[variants[0]]),
         },
         "cpu_ms": {
             **{name: 1e3 * timer.cpu_median(name) for name in timer.cpu_times},
-            **{("loop_step" if kv else "loop_step_naive"): 1e3 * statistics.median(loop_cpu[kv]) for kv in variants},
+            **{key("loop_step", kv): 1e3 * statistics.median(loop_cpu[kv]) for kv in variants},
         },
         "noise": {name: timer.spread(name) for name in timer.times},
         "replay_bytes_per_frame": nbytes / (buffer.buffer_size * buffer.n_envs),
@@ -254,7 +258,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
         "replay_overhead_ratio": nbytes / (buffer.buffer_size * buffer.n_envs) / frame_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
     }
-    if not args.skip_naive:
+    if len(variants) == 2:
         result["naive"] = {
             "imagination_steps_per_s": steps / timer.median("imagine_naive"),
             "env_steps_per_s": 1.0 / statistics.median(loop[False]),
@@ -304,7 +308,9 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             ("env steps/s (full loop)", r["env_steps_per_s"], naive_loop, ms["loop_step"], "loop_step"),
         ]
         print(f"\n== size={args.size} policy={args.policy} prior={r['prior']} device={args.device} ==")
-        header = f"{'':26s}{'kv-cache':>12s}{'no-kv-cache':>13s}{'speed-up':>10s}{'ms (kv)':>10s}{'noise':>8s}{'cpu ms':>10s}"
+        first = "kv-cache" if r["kv_cache"] else "no-kv-cache"
+        second = "no-kv-cache" if naive else ""
+        header = f"{'':26s}{first:>12s}{second:>13s}{'speed-up':>10s}{'ms':>10s}{'noise':>8s}{'cpu ms':>10s}"
         print(header)
         for name, value, slow, ms, key in rows:
             slow_s = rate(slow) if slow else "-"
@@ -348,7 +354,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--loop-rounds", type=int, default=2, help="interleaved rounds of the full loop per variant")
     parser.add_argument("--batch-scale", type=float, default=1.0, help="scale both batch sizes (e.g. 0.125 for base on CPU)")
     parser.add_argument("--fill", type=int, default=1024, help="random steps stored before measuring (learning_starts)")
-    parser.add_argument("--skip-naive", action="store_true", help="do not measure the no-kv-cache variant")
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--skip-naive", action="store_true", help="measure only the kv-cache variant")
+    variant.add_argument(
+        "--no-kv-cache", action="store_true", help="measure only the no-kv-cache variant (imagination recomputes the history)"
+    )
     parser.add_argument("--replay-on-device", action="store_true", help="keep the replay buffer on --device as torch tensors")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (mixed_precision=True)")
     parser.add_argument("--seed", type=int, default=0)

@@ -40,7 +40,19 @@ def atomic_write(
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        # mkstemp creates the file private (0600): give it the permissions a plain open() would.
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: pathlib.Path) -> int:
+    """Permission bits for ``path``: those of the file it replaces, else ``0o666`` less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

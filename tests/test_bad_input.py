@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import gymnasium as gym
@@ -16,6 +17,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_gitstorm.gitstorm as gitstorm_module
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.save_util import atomic_write
 from tests.conftest import DotEnv, FixedLengthEnv
 
 
@@ -171,3 +173,18 @@ def test_interrupted_saves_keep_the_previous_files(tmp_path, monkeypatch, fast_k
     loaded = GITSTORM.load(tmp_path / "agent.zip")
     loaded.load_replay_buffer(tmp_path / "buffer.pkl")
     assert loaded.num_timesteps == 40 and loaded.replay_buffer.pos == 40
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path) -> None:
+    """The temporary file is private (mkstemp); the saved file must not be: umask for a new file, kept on overwrite."""
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "new", "zip", lambda target: pathlib.Path(target).write_bytes(b"data"))
+        assert (tmp_path / "new.zip").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "shared.zip").write_bytes(b"old")
+        (tmp_path / "shared.zip").chmod(0o664)
+        atomic_write(tmp_path / "shared.zip", "zip", lambda target: pathlib.Path(target).write_bytes(b"new"))
+        assert (tmp_path / "shared.zip").stat().st_mode & 0o777 == 0o664
+        assert (tmp_path / "shared.zip").read_bytes() == b"new"
+    finally:
+        os.umask(umask)

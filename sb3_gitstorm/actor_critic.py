@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
-from sb3_gitstorm.networks import ONEHOT_MIN_CLASSES, mlp, onehot_mlp, zero_init_output
+from sb3_gitstorm.networks import mlp, onehot_mlp, zero_init_output
 
 
 class ImaginedTrajectory(NamedTuple):
@@ -48,13 +48,6 @@ class ImaginedTrajectory(NamedTuple):
     continues: th.Tensor
     latents: th.Tensor
     tokens: th.Tensor | None = None
-
-
-def _net_forward(net: nn.Sequential, features: th.Tensor, tokens: th.Tensor | None, latent_classes: int) -> th.Tensor:
-    """``net(features)``, through the one-hot first layer when the latent tokens are given and it pays off."""
-    if tokens is None or latent_classes < ONEHOT_MIN_CLASSES:
-        return net(features)
-    return onehot_mlp(net, features, tokens, latent_classes)
 
 
 class Actor(nn.Module):
@@ -99,7 +92,7 @@ class Actor(nn.Module):
     def distribution(self, features: th.Tensor, tokens: th.Tensor | None = None) -> Distribution:
         """Distribution over raw actions given features ``(..., F)`` (and optionally the latent
         tokens ``(..., K)`` they start with); ``log_prob`` and ``entropy`` have shape ``(...)``."""
-        out = _net_forward(self.net, features, tokens, self.latent_classes).float()
+        out = onehot_mlp(self.net, features, tokens, self.latent_classes).float()
         if self.discrete:
             return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
         mean, std = out.chunk(2, -1)
@@ -109,7 +102,7 @@ class Actor(nn.Module):
     def act(self, features: th.Tensor, deterministic: bool = False, tokens: th.Tensor | None = None) -> th.Tensor:
         """Raw actions for features ``(..., F)``: indices ``(...)`` or pre-tanh vectors ``(..., A)``."""
         if self.discrete:
-            logits = _net_forward(self.net, features, tokens, self.latent_classes)
+            logits = onehot_mlp(self.net, features, tokens, self.latent_classes)
             return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
         dist = self.distribution(features, tokens)
         return dist.mean if deterministic else dist.sample()
@@ -130,7 +123,7 @@ class Critic(nn.Module):
 
     def forward(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
         """Logits over the bins, ``(..., bins)``; ``tokens``: see :meth:`Actor.distribution`."""
-        return _net_forward(self.net, features, tokens, self.latent_classes)
+        return onehot_mlp(self.net, features, tokens, self.latent_classes)
 
     def value(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
         """Expected value, shape ``(...)``."""

@@ -33,13 +33,14 @@ def mlp(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-def onehot_mlp(net: nn.Sequential, features: th.Tensor, tokens: th.Tensor, num_classes: int) -> th.Tensor:
+def onehot_mlp(net: nn.Sequential, features: th.Tensor, tokens: th.Tensor | None, num_classes: int) -> th.Tensor:
     """``net(features)`` for ``features = concat(one_hot(tokens, num_classes).flatten(-2), rest)``.
 
     The one-hot block of the first ``Linear`` contributes the sum of ``K`` of its weight columns:
     an ``embedding_bag`` over ``K`` rows instead of a ``K*C``-wide matrix product (32 x 32 latents:
     about 4x less work forward and 2x with gradients). Same function and gradients up to float
-    rounding.
+    rounding. Without ``tokens``, or below :data:`ONEHOT_MIN_CLASSES` classes (where the dense
+    product is faster), it is plain ``net(features)``.
 
     Parameters
     ----------
@@ -47,11 +48,13 @@ def onehot_mlp(net: nn.Sequential, features: th.Tensor, tokens: th.Tensor, num_c
         An :func:`mlp` whose input is ``features``.
     features : th.Tensor
         ``(..., K*C + R)``; only the last ``R`` features are read.
-    tokens : th.Tensor
+    tokens : th.Tensor, optional
         Long ``(..., K)``: the class of every one-hot block.
     num_classes : int
-        ``C``.
+        ``C`` (0: unknown).
     """
+    if tokens is None or num_classes < ONEHOT_MIN_CLASSES:
+        return net(features)
     first = net[0]
     k = tokens.shape[-1]
     split = k * num_classes

@@ -16,7 +16,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_gitstorm.networks import ONEHOT_MIN_CLASSES, onehot_mlp
+from sb3_gitstorm.networks import onehot_mlp
 
 
 def autocast_dtype(device: th.device) -> th.dtype:
@@ -218,11 +218,7 @@ class CausalTransformer(nn.Module):
         causal = key_index[None, :] <= query_index[:, None]
         mask = (causal & (segments[:, :, None] == key_segments[:, None, :])).unsqueeze(1)
 
-        if tokens is not None and self.latent_classes >= ONEHOT_MIN_CLASSES:
-            stem = onehot_mlp(self.stem, inputs, tokens, self.latent_classes)
-        else:
-            stem = self.stem(inputs)
-        x = self.drop(stem + self.position(positions))
+        x = self.drop(onehot_mlp(self.stem, inputs, tokens, self.latent_classes) + self.position(positions))
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, cache, layer)
         if cache is not None:

@@ -68,7 +68,8 @@ def imagine(
     ImaginedTrajectory
     """
     batch, context = episode_starts.shape
-    latents = world_model.encode(obs).flatten(-2)
+    classes = world_model.sample_tokens(obs)  # (B, T, K)
+    latents = world_model.tokens_to_latent(classes)
     segments, positions = segment_positions(episode_starts)
     transformer = world_model.transformer
     if use_kv_cache:  # stored in the dtype the key/value projections produce (bf16 under autocast)
@@ -76,7 +77,6 @@ def imagine(
     else:
         cache = None
 
-    classes = latents.unflatten(-1, (-1, world_model.config.latent_classes)).argmax(-1)  # (B, T, K)
     inputs = world_model.sequence_input(latents[:, :-1], actions[:, :-1])
     input_classes, token_segments, token_positions = classes[:, :-1], segments[:, :-1], positions[:, :-1]
     hidden = th.zeros(batch, transformer.dim, device=latents.device)

@@ -148,10 +148,13 @@ class WorldModel(nn.Module):
         """
         if th.is_grad_enabled():
             return sample_one_hot(self.posterior(obs), deterministic)
+        return F.one_hot(self.sample_tokens(obs, deterministic), self.config.latent_classes).to(th.get_default_dtype())
+
+    def sample_tokens(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """Class indices ``(..., K)`` of a sample of ``q(z_t | o_t)`` (no straight-through gradient)."""
         logits = self.posterior_logits(obs)
         # The uniform mix is monotone, so the mode of the mixed distribution is the argmax of the logits.
-        tokens = logits.argmax(-1) if deterministic else sample_unimix(logits, self.config.unimix)
-        return F.one_hot(tokens, self.config.latent_classes).to(th.get_default_dtype())
+        return logits.argmax(-1) if deterministic else sample_unimix(logits, self.config.unimix)
 
     def decode(self, latent: th.Tensor) -> th.Tensor:
         """Flat one-hot latents ``(..., K*C)`` to reconstructions ``(..., *in)`` (images in [0, 1] scale,

@@ -22,9 +22,17 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
 from sb3_gitstorm.config import ModelConfig
-from sb3_gitstorm.distributions import SymlogTwoHot, categorical_kl, kl_balance, sample_one_hot, sample_unimix, symlog, unimix_log_probs
+from sb3_gitstorm.distributions import (
+    SymlogTwoHot,
+    categorical_kl,
+    kl_balance,
+    sample_one_hot,
+    sample_unimix,
+    symlog,
+    unimix_log_probs,
+)
 from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, zero_init_output
-from sb3_gitstorm.priors import DecodeSchedule, make_prior
+from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, make_prior
 from sb3_gitstorm.transformer import CausalTransformer, segment_positions
 
 ENCODE_CHUNK = 1024  # observations per encoder call when encoding without gradients
@@ -83,7 +91,7 @@ class WorldModel(nn.Module):
         config: ModelConfig,
         prior: str,
         images: bool,
-        decode: DecodeSchedule = DecodeSchedule(),
+        decode: DecodeSchedule = PAPER_DECODE,
     ) -> None:
         super().__init__()
         self.config = config
@@ -254,7 +262,8 @@ class WorldModel(nn.Module):
                 imagined = prior
             else:
                 imagined = self.prior.imagination_log_probs(prior_hidden, next_tokens)
-            imagination_kl = (categorical_kl(next_post.float(), imagined.float()).sum(-1) * step_mask).sum() / step_mask.sum().clamp(min=1)
+            token_kl = categorical_kl(next_post.float(), imagined.float()).sum(-1)
+            imagination_kl = (token_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
 
         predicted = token_mask & step_mask[:, None]
         token_nll = -prior.gather(-1, next_tokens[..., None]).squeeze(-1)

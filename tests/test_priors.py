@@ -10,7 +10,7 @@ import torch as th
 
 from sb3_gitstorm.config import SIZES, ModelConfig
 from sb3_gitstorm.distributions import categorical_kl
-from sb3_gitstorm.priors import DecodeSchedule, MaskGITPrior, MLPPrior, make_prior
+from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, MaskGITPrior, MLPPrior, make_prior
 from sb3_gitstorm.priors.maskgit import masked_counts, random_chunks, training_mask
 
 K, C, H = 8, 8, 32
@@ -24,7 +24,7 @@ def maskgit(unimix: float = 0.01, **kwargs) -> MaskGITPrior:
 class PeakedPrior(MaskGITPrior):
     """A MaskGIT prior whose logits put (almost) all mass on fixed target tokens and record the inputs."""
 
-    def __init__(self, target: th.Tensor, decode: DecodeSchedule = DecodeSchedule()) -> None:
+    def __init__(self, target: th.Tensor, decode: DecodeSchedule = PAPER_DECODE) -> None:
         super().__init__(H, K, C, unimix=0.0, dim=16, layers=1, heads=1, ffn_dim=16, decode=decode)
         self.target = target
         self.inputs: list[th.Tensor] = []

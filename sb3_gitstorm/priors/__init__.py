@@ -2,11 +2,11 @@
 
 from sb3_gitstorm.config import PRIORS, ModelConfig
 from sb3_gitstorm.priors.base import LatentPrior
-from sb3_gitstorm.priors.maskgit import DecodeSchedule, MaskGITPrior
+from sb3_gitstorm.priors.maskgit import PAPER_DECODE, DecodeSchedule, MaskGITPrior
 from sb3_gitstorm.priors.mlp import MLPPrior
 
 
-def make_prior(name: str, config: ModelConfig, decode: DecodeSchedule = DecodeSchedule()) -> LatentPrior:
+def make_prior(name: str, config: ModelConfig, decode: DecodeSchedule = PAPER_DECODE) -> LatentPrior:
     """Build the prior called ``name`` (``"maskgit"`` or ``"mlp"``) with the dimensions of ``config``.
 
     ``decode`` is the MaskGIT prior's draft-and-revise schedule in imagination (the MLP prior samples
@@ -33,4 +33,4 @@ def make_prior(name: str, config: ModelConfig, decode: DecodeSchedule = DecodeSc
     raise ValueError(f"Unknown prior {name!r}; choose one of {PRIORS}")
 
 
-__all__ = ["DecodeSchedule", "LatentPrior", "MLPPrior", "MaskGITPrior", "make_prior"]
+__all__ = ["PAPER_DECODE", "DecodeSchedule", "LatentPrior", "MLPPrior", "MaskGITPrior", "make_prior"]

@@ -84,6 +84,9 @@ class DecodeSchedule:
         return draft + revise * self.revise_rounds
 
 
+PAPER_DECODE = DecodeSchedule()  # T_draft = T_revise = M = 1
+
+
 def random_chunks(
     batch: int, num_tokens: int, num_chunks: int, device: th.device, generator: th.Generator | None = None
 ) -> th.Tensor:
@@ -163,7 +166,7 @@ class MaskGITPrior(LatentPrior):
         heads: int = 8,
         ffn_dim: int = 128,
         schedule: str = "decode",
-        decode: DecodeSchedule = DecodeSchedule(),
+        decode: DecodeSchedule = PAPER_DECODE,
     ) -> None:
         super().__init__(hidden_dim, num_tokens, num_classes, unimix)
         if hidden_dim % num_tokens != 0:

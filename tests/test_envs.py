@@ -105,3 +105,20 @@ def test_gitstorm_trains_on_paper_envs(kind: str, fast_kwargs: dict) -> None:
         env = make_dmc_env("cartpole-balance", seed=0, fast_render=True)
     model = GITSTORM("CnnPolicy", env, seed=0, **fast_kwargs).learn(48)
     assert model._n_updates > 0
+
+
+def test_jumping_dot_is_bimodal_and_rewards_the_right_half() -> None:
+    """The dot jumps up or down by ``jump`` cells (both happen), moves with the action, and pays in the right half."""
+    env = gym.make("gitstorm/JumpingDot-v0")
+    env.reset(seed=0)
+    base = env.unwrapped
+    jumps = set()
+    for action in [0] * 10 + [2] * 30:  # to the left border, then to the right one
+        y, x = base.cell
+        _, reward, terminated, _, _ = env.step(action)
+        jumps.add(int((base.cell[0] - y) % base.cells))
+        assert base.cell[1] == np.clip(x + action - 1, 0, base.cells - 1) and not terminated
+        assert reward == float(base.cell[1] >= base.cells // 2)
+    assert jumps == {base.jump, base.cells - base.jump} and reward == 1.0
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8 and (obs == 255).all(-1).sum() == 16

@@ -7,7 +7,8 @@ environments by name (the heavy dependencies load when an environment is made):
   ``protocol="atari100k"`` for the other one); life-loss termination is a wrapper on top of
   ``Monitor`` (:func:`make_atari_env`, or ``env_wrapper`` in the zoo files), not part of the id;
 - ``gitstorm/dmc-<domain>-<task>-v0`` (64x64 pixels) and ``gitstorm/dmc-<domain>-<task>-proprio-v0``
-  (state vectors) for the DMC tasks of :data:`DMC_TASKS`.
+  (state vectors) for the DMC tasks of :data:`DMC_TASKS`;
+- ``gitstorm/JumpingDot-v0``: a small stochastic image task (:class:`~sb3_gitstorm.envs.toy.JumpingDotEnv`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gymnasium as gym
 from sb3_gitstorm.envs.atari import make_atari, make_atari_env
 from sb3_gitstorm.envs.atari100k import ATARI_100K_GAMES, ATARI_100K_SCORES, ReferenceScores, human_normalized_score
 from sb3_gitstorm.envs.dmc import DMC_TASKS, make_dmc, make_dmc_env, setup_headless_rendering
+from sb3_gitstorm.envs.toy import JumpingDotEnv
 
 
 def atari_id(game: str) -> str:
@@ -36,6 +38,7 @@ def _register_envs() -> None:
         for pixels in (True, False):
             kwargs = dict(task=task, pixels=pixels)
             gym.register(dmc_id(task, pixels), entry_point="sb3_gitstorm.envs.dmc:make_dmc", kwargs=kwargs)
+    gym.register("gitstorm/JumpingDot-v0", entry_point="sb3_gitstorm.envs.toy:JumpingDotEnv")
 
 
 _register_envs()
@@ -44,6 +47,7 @@ __all__ = [
     "ATARI_100K_GAMES",
     "ATARI_100K_SCORES",
     "DMC_TASKS",
+    "JumpingDotEnv",
     "ReferenceScores",
     "atari_id",
     "dmc_id",

@@ -1,0 +1,70 @@
+"""A small stochastic image task for CPU experiments: a dot that jumps up or down at random.
+
+The agent moves a dot left or right on an ``cells x cells`` grid; every step the dot also jumps
+``jump`` cells up or down (wrapping around) with equal probability, so the next frame is bimodal.
+A world model must put its probability on one dot in one of two places: a prior whose latent
+tokens are independent given ``h_t`` (STORM's, or MaskGIT drawn in one pass) can only match the
+two modes token by token, and its samples mix them (no dot, or two half dots); MaskGIT decoding the
+tokens in several chunks can keep them consistent. The reward is 1 while the dot is in the right
+half of the frame, so a good policy walks right and stays there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class JumpingDotEnv(gym.Env):
+    """RGB ``(size, size, 3)`` uint8 frames, ``Discrete(3)`` actions (left, stay, right).
+
+    Parameters
+    ----------
+    size : int
+        Side of the frame in pixels; must be a multiple of ``cells``.
+    cells : int
+        The dot moves on a ``cells x cells`` grid; it fills one cell.
+    jump : int
+        Cells the dot jumps up or down every step (each with probability 1/2).
+    max_steps : int
+        Episodes are truncated after this many steps (there is no termination).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, size: int = 32, cells: int = 8, jump: int = 2, max_steps: int = 100, render_mode: str | None = None) -> None:
+        if size % cells != 0:
+            raise ValueError(f"size ({size}) must be a multiple of cells ({cells})")
+        self.size, self.cells, self.jump, self.max_steps = size, cells, jump, max_steps
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = spaces.Discrete(3)
+
+    def _obs(self) -> np.ndarray:
+        frame = np.zeros((self.size, self.size, 3), np.uint8)
+        frame[:, self.size // 2 :, 2] = 64  # the rewarding half is tinted
+        side = self.size // self.cells
+        y, x = self.cell * side
+        frame[y : y + side, x : x + side] = 255
+        return frame
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.cell = self.np_random.integers(0, self.cells, size=2)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        y, x = self.cell
+        x = int(np.clip(x + int(action) - 1, 0, self.cells - 1))
+        y = int((y + self.jump * self.np_random.choice((-1, 1))) % self.cells)
+        self.cell = np.array([y, x])
+        self.t += 1
+        reward = float(x >= self.cells // 2)
+        return self._obs(), reward, False, self.t >= self.max_steps, {}
+
+    def render(self) -> np.ndarray:
+        return self._obs()

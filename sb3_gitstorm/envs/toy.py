@@ -11,7 +11,7 @@ half of the frame, so a good policy walks right and stays there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -33,9 +33,11 @@ class JumpingDotEnv(gym.Env):
         Episodes are truncated after this many steps (there is no termination).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, size: int = 32, cells: int = 8, jump: int = 2, max_steps: int = 100, render_mode: str | None = None) -> None:
+    def __init__(
+        self, size: int = 32, cells: int = 8, jump: int = 2, max_steps: int = 100, render_mode: str | None = None
+    ) -> None:
         if size % cells != 0:
             raise ValueError(f"size ({size}) must be a multiple of cells ({cells})")
         self.size, self.cells, self.jump, self.max_steps = size, cells, jump, max_steps

@@ -1,9 +1,9 @@
 """GIT-STORM against STORM: the MaskGIT prior and the MLP prior on the same tasks, seeds and budgets.
 
 Every task x variant x seed trains one GITSTORM model (``prior="maskgit"`` with the library's defaults,
-the released code's ``maskgit_schedule="reference"``, ``prior="mlp"``, and on the image task MaskGIT
-decoding in 4 chunks), then measures on held-out episodes of a uniformly random policy, the same
-episodes for every model of a task:
+the released code's ``maskgit_schedule="reference"``, ``prior="mlp"``, on CartPole MaskGIT's own
+``"cosine"`` schedule, and on the image task MaskGIT decoding in 4 chunks), then measures on held-out
+episodes of a uniformly random policy, the same episodes for every model of a task:
 
 - the all-token ``KL(posterior || prior)`` of the prior as imagination samples it, per imagined step
   (step 1 is the teacher-forced one-step KL), and the prior's perplexity
@@ -91,7 +91,7 @@ TASKS: dict[str, dict[str, Any]] = {
         budget=4000,
         model={},
         held_out=300,
-        variants=("maskgit", "maskgit-reference", "mlp"),
+        variants=("maskgit", "maskgit-reference", "mlp", "maskgit-cosine"),
     ),
     "dmc-cartpole-balance": dict(
         label="DMC cartpole-balance (state)",
@@ -106,6 +106,7 @@ TASKS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, dict[str, Any]] = {
     "maskgit": dict(prior="maskgit"),
     "maskgit-reference": dict(prior="maskgit", model=dict(maskgit_schedule="reference")),
+    "maskgit-cosine": dict(prior="maskgit", model=dict(maskgit_schedule="cosine")),
     "mlp": dict(prior="mlp"),
     "maskgit-draft4": dict(prior="maskgit", draft_steps=4, revise_rounds=0),
 }

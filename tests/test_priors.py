@@ -85,6 +85,18 @@ def test_untrained_prior_is_close_to_uniform(name: str, share: float, size: str)
             assert float(entropy.mean()) > share * math.log(cfg.latent_classes)
 
 
+def fit_masked_tokens(prior: MaskGITPrior, hidden: th.Tensor, draw_target, gen: th.Generator, steps: int = 300) -> None:
+    """Fit the prior's masked-token cross-entropy to targets ``draw_target()`` (long ``(N, K)``) given ``hidden``."""
+    opt = th.optim.Adam(prior.parameters(), lr=3e-3)
+    for _ in range(steps):
+        target = draw_target()
+        log_probs, mask = prior.training_log_probs(hidden, target, target, gen)
+        nll = -(log_probs.gather(-1, target[..., None]).squeeze(-1) * mask).sum() / mask.sum()
+        opt.zero_grad()
+        nll.backward()
+        opt.step()
+
+
 def cosine_counts(rounding, samples: int = 400_000, k: int = 32) -> np.ndarray:
     u = (np.arange(samples) + 0.5) / samples
     return np.clip(rounding(np.cos(0.5 * math.pi * u) * k), 1, k)
@@ -177,14 +189,7 @@ def test_chunked_maskgit_learns_token_dependencies() -> None:
     gen = th.Generator().manual_seed(0)
     hidden = th.zeros(512, H)
     prior = maskgit(unimix=0.0, decode=DecodeSchedule(K, 1, 0))
-    opt = th.optim.Adam(prior.parameters(), lr=3e-3)
-    for _ in range(300):
-        target = th.randint(C, (512, 1), generator=gen).expand(512, K)
-        log_probs, mask = prior.training_log_probs(hidden, target, target, gen)
-        nll = -(log_probs.gather(-1, target[..., None]).squeeze(-1) * mask).sum() / mask.sum()
-        opt.zero_grad()
-        nll.backward()
-        opt.step()
+    fit_masked_tokens(prior, hidden, lambda: th.randint(C, (512, 1), generator=gen).expand(512, K), gen)
     with th.no_grad():
         sample = prior.sample(hidden[:256], generator=gen)
         assert (sample == sample[:, :1]).float().mean().item() > 0.95
@@ -273,13 +278,7 @@ def test_trained_maskgit_prior_samples_its_targets() -> None:
     hidden = th.randn(8, H, generator=gen)
     target = th.randint(C, (8, K), generator=gen)
     prior = maskgit(unimix=0.0, schedule="cosine", decode=DecodeSchedule(2, 2, 2))
-    opt = th.optim.Adam(prior.parameters(), lr=3e-3)
-    for _ in range(300):
-        log_probs, mask = prior.training_log_probs(hidden, target, target, gen)
-        nll = -(log_probs.gather(-1, target[..., None]).squeeze(-1) * mask).sum() / mask.sum()
-        opt.zero_grad()
-        nll.backward()
-        opt.step()
+    fit_masked_tokens(prior, hidden, lambda: target, gen)
     with th.no_grad():
         accuracy = (prior.sample(hidden, generator=gen) == target).float().mean().item()
     assert accuracy > 0.95

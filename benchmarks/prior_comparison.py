@@ -15,7 +15,7 @@ episodes of a uniformly random policy, the same episodes for every model of a ta
 and the training curve of ``world_model/imagination_kl``. It reports the mean and the 95% confidence
 interval (Student t) over seeds in ``summary.md`` / ``results.json`` and draws ``priors.png`` (KL and
 open-loop error per horizon step, one line per variant). Runs are resumable: finished runs are kept in
-``<out>/runs/<task>/<variant>/seed<k>.json``.
+``<out>/runs/<task>/<variant>/seed<k>.json``, next to the trained model (``seed<k>.zip``).
 
     python benchmarks/prior_comparison.py --out runs/priors --workers 2
     python benchmarks/prior_comparison.py --out runs/priors --tasks cartpole --seeds 0 --budget-scale 0.1   # a smoke run
@@ -171,6 +171,7 @@ def run(task_name: str, variant_name: str, seed: int, budget_scale: float, path:
         **{key: metrics[key] for key in ("kl", "kl_per_step", "mse", "mse_per_step", "prior_perplexity", "reconstruction_mse")},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path.with_suffix(".zip"))  # for later looks at the model (world_model_eval.py takes it)
     path.write_text(json.dumps(record) + "\n")
     return record
 

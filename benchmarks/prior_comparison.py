@@ -44,7 +44,8 @@ from tqdm import tqdm
 
 import sb3_gitstorm.envs  # noqa: F401  (registers the gitstorm/ ids)
 from sb3_gitstorm import GITSTORM
-from sb3_gitstorm.evaluation import OpenLoopEvaluator, collect_episode, gather_windows, window_starts
+from sb3_gitstorm.evaluation import Episode, OpenLoopEvaluator, collect_episode, gather_windows, window_starts
+from sb3_gitstorm.priors import DecodeSchedule, MaskGITPrior
 
 CONTEXT, HORIZON = 8, 16
 
@@ -88,7 +89,7 @@ TASKS: dict[str, dict[str, Any]] = {
         label="CartPole-v1",
         env="CartPole-v1",
         policy="MlpPolicy",
-        budget=4000,
+        budget=3000,
         model={},
         held_out=300,
         variants=("maskgit", "maskgit-reference", "mlp", "maskgit-cosine"),
@@ -97,7 +98,7 @@ TASKS: dict[str, dict[str, Any]] = {
         label="DMC cartpole-balance (state)",
         env="gitstorm/dmc-cartpole-balance-proprio-v0",
         policy="MlpPolicy",
-        budget=4000,
+        budget=3000,
         model={},
         held_out=4,
         variants=("maskgit", "maskgit-reference", "mlp"),
@@ -126,6 +127,12 @@ class ImaginationKL(BaseCallback):
         return True
 
 
+def held_out_episodes(task_name: str) -> list[Episode]:
+    """Episodes of a uniformly random policy, the same for every model of the task (seeded by index only)."""
+    task = TASKS[task_name]
+    return [collect_episode(gym.make(task["env"]), None, 20_000 + i) for i in range(task["held_out"])]
+
+
 def run(task_name: str, variant_name: str, seed: int, budget_scale: float, path: Path) -> dict[str, Any]:
     """Train one model, evaluate it, write ``path`` (JSON) and return the record."""
     th.set_num_threads(1)
@@ -150,8 +157,7 @@ def run(task_name: str, variant_name: str, seed: int, budget_scale: float, path:
     eval_env.reset(seed=10_000 + seed)
     mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=10)
 
-    # Held-out episodes of a random policy, the same for every model of the task (seeded by index only).
-    episodes = [collect_episode(gym.make(task["env"]), None, 20_000 + i) for i in range(task["held_out"])]
+    episodes = held_out_episodes(task_name)
     starts = window_starts(episodes, CONTEXT, HORIZON, stride=4)
     evaluator = OpenLoopEvaluator(model, CONTEXT, HORIZON, samples=1)
     th.manual_seed(seed)
@@ -256,6 +262,48 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# Decoding schedules whose teacher-forced one-step KL shows what a MaskGIT prior learned: a revise round of
+# S chunks predicts each token with a share 1/S of the tokens masked (the rest are the real z_{t+1}'s);
+# a draft of D chunks is the chain rule over D groups of tokens.
+DIAGNOSTIC_SCHEDULES = {
+    "all masked (1/1/1)": DecodeSchedule(1, 1, 1),
+    "1/2 masked": DecodeSchedule(1, 2, 1),
+    "1/4 masked": DecodeSchedule(1, 4, 1),
+    "1 token masked": DecodeSchedule(1, MODEL["latent_tokens"], 1),
+    "draft 4 chunks": DecodeSchedule(4, 1, 0),
+    "draft 1 token at a time": DecodeSchedule(MODEL["latent_tokens"], 1, 0),
+}
+
+
+def diagnose(out: Path, tasks: list[str]) -> str:
+    """The all-token one-step KL (teacher-forced, held-out windows) of every saved model under the schedules
+    of :data:`DIAGNOSTIC_SCHEDULES`: what each training schedule taught the prior, mean over seeds."""
+    header = "| task | variant | seeds | " + " | ".join(DIAGNOSTIC_SCHEDULES) + " |"
+    lines = [header, "|---" * (len(DIAGNOSTIC_SCHEDULES) + 3) + "|"]
+    for task in tasks:
+        episodes = held_out_episodes(task)
+        starts = window_starts(episodes, CONTEXT, 1, stride=4)
+        results: dict[str, dict[str, list[float]]] = {}
+        for path in tqdm(sorted((out / "runs" / task).glob("*/seed*.zip")), desc=f"diagnose {task}"):
+            model = GITSTORM.load(path, device="cpu")
+            prior = model.policy.world_model.prior
+            for label, decode in DIAGNOSTIC_SCHEDULES.items():
+                if isinstance(prior, MaskGITPrior):
+                    prior.decode = decode
+                elif decode != DecodeSchedule():
+                    continue  # the MLP prior has one schedule
+                evaluator = OpenLoopEvaluator(model, CONTEXT, 1)
+                th.manual_seed(0)
+                for i in range(0, len(starts), 256):
+                    evaluator.add(gather_windows(episodes, starts[i : i + 256], CONTEXT, 1))
+                results.setdefault(path.parent.name, {}).setdefault(label, []).append(evaluator.summary()["kl"])
+        for variant, columns in results.items():
+            cells = [f"{np.mean(columns[label]):.3g}" if label in columns else "–" for label in DIAGNOSTIC_SCHEDULES]
+            seeds = len(columns[next(iter(DIAGNOSTIC_SCHEDULES))])
+            lines.append(f"| {TASKS[task]['label']} | {variant} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
@@ -264,12 +312,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every task's environment steps")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (one thread each)")
+    parser.add_argument("--diagnose", action="store_true", help="only the one-step KL of the saved models per schedule")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
+    if args.diagnose:
+        th.set_num_threads(1)
+        table = diagnose(out, args.tasks)
+        (out / "diagnostics.md").write_text(table)
+        print(table)
+        return {}
     jobs, records = [], []
     for task in args.tasks:
         for variant in args.variants or TASKS[task]["variants"]:

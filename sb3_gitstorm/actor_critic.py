@@ -21,33 +21,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
 from sb3_gitstorm.networks import mlp, onehot_mlp, zero_init_output
-
-
-class ImaginedTrajectory(NamedTuple):
-    """A batch of imagined rollouts of ``H`` steps.
-
-    Attributes
-    ----------
-    features : th.Tensor
-        ``(B, H + 1, F)``: actor-critic inputs ``concat(z_t, h_{t-1})`` of the states ``s_0 .. s_H``.
-    actions : th.Tensor
-        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``
-        (the given actions themselves in open-loop prediction).
-    rewards, continues : th.Tensor
-        ``(B, H)``: predicted reward and probability that the episode continues after each action.
-    latents : th.Tensor
-        ``(B, H + 1, K * C)``: the flat one-hot latents of the states (decodable into frames).
-    tokens : th.Tensor, optional
-        Long ``(B, H + 1, K)``: the classes of ``latents``, which lets the actor and critic skip
-        the one-hot part of their first layer (:func:`~sb3_gitstorm.networks.onehot_mlp`).
-    """
-
-    features: th.Tensor
-    actions: th.Tensor
-    rewards: th.Tensor
-    continues: th.Tensor
-    latents: th.Tensor
-    tokens: th.Tensor | None = None
+from sb3_gitstorm.world_model import ImaginedTrajectory
 
 
 class Actor(nn.Module):

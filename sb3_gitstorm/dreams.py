@@ -2,7 +2,7 @@
 
 GITSTORM writes these to TensorBoard every ``log_video_interval`` updates (image observations only):
 the world model sees the first ``imagine_context_length`` steps of a replay window, then imagines
-the rest of it with the actions that were really taken (``imagine(..., future_actions=...)``), and
+the rest of it with the actions that were really taken (:meth:`~sb3_gitstorm.world_model.WorldModel.dream`), and
 its latents are decoded into frames. Where the dream and the real frames part ways is what the
 world model has not learned yet.
 """
@@ -14,7 +14,6 @@ import functools
 import torch as th
 
 from sb3_gitstorm.buffers import SequenceSamples
-from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.world_model import WorldModel
 
 
@@ -44,15 +43,9 @@ def open_loop_dream(
     """
     obs, actions, starts = windows.observations, windows.actions, windows.episode_starts
     horizon = obs.shape[1] - context_length
-    trajectory = imagine(
-        world_model,
-        None,
-        obs[:, :context_length],
-        actions[:, :context_length],
-        starts[:, :context_length],
-        horizon,
-        future_actions=actions[:, context_length - 1 : -1],
-    )
+    context = world_model.sample_tokens(obs[:, :context_length])
+    start = world_model.observe(context, actions[:, : context_length - 1], starts[:, :context_length], horizon)
+    trajectory = world_model.dream(start, horizon, actions[:, context_length - 1 : -1])
     dreamed = world_model.decode(trajectory.latents).clamp(0.0, 1.0)
     real = obs[:, context_length - 1 :].float() / 255.0
     return real, dreamed

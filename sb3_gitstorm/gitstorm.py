@@ -38,13 +38,13 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_gitstorm.actor_critic import ImaginedTrajectory
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import PRIORS
 from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
 from sb3_gitstorm.save_util import atomic_write
+from sb3_gitstorm.world_model import ImaginedTrajectory
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
 
@@ -224,8 +224,6 @@ class GITSTORM(OffPolicyAlgorithm):
         self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
         self.log_video_interval = log_video_interval
         self.mixed_precision = mixed_precision
-        # False: imagination recomputes the whole sequence every step (the STORM code), for benchmarks.
-        self.use_kv_cache = True
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
         if _init_setup_model:
@@ -466,7 +464,6 @@ class GITSTORM(OffPolicyAlgorithm):
                 context.actions,
                 context.episode_starts,
                 self.imagine_horizon,
-                use_kv_cache=self.use_kv_cache,
             )
 
     def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:

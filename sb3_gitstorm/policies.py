@@ -26,7 +26,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from sb3_gitstorm.actor_critic import ActorCritic
 from sb3_gitstorm.config import PRIORS, ModelConfig
 from sb3_gitstorm.priors import DecodeSchedule
-from sb3_gitstorm.world_model import WorldModel
+from sb3_gitstorm.world_model import ModelState, WorldModel
 
 ContextState = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -148,20 +148,21 @@ class GITSTORMPolicy(BasePolicy):
             np.zeros(n_envs, dtype=np.int64),
         )
 
-    def _context_hidden(self, tokens: th.Tensor, actions: th.Tensor, lengths: th.Tensor) -> th.Tensor:
-        """``h`` after the last ``lengths`` (right-aligned) steps of each row's context, zero where empty."""
-        n, k = tokens.shape[:2]
-        hidden = th.zeros(n, self.config.hidden_dim, device=tokens.device)
-        if k == 0:
-            return hidden
-        first_valid = (k - lengths)[:, None]
-        index = th.arange(k, device=tokens.device)[None, :]
-        valid = index >= first_valid
-        # Padding gets its own segment, so real steps never attend to it.
-        segments, positions = valid.long(), (index - first_valid).clamp(min=0)
-        inputs = self.world_model.sequence_input(self.world_model.tokens_to_latent(tokens), actions)
-        out = self.world_model.transformer(inputs, segments, positions)[:, -1]
-        return th.where((lengths > 0)[:, None], out, hidden)
+    def observe(self, tokens: th.Tensor, actions: th.Tensor, lengths: th.Tensor, current: th.Tensor) -> ModelState:
+        """The world-model state at the current observations, behind them each row's context.
+
+        Parameters
+        ----------
+        tokens, actions, lengths : th.Tensor
+            The context (:meth:`initial_state`): the last ``lengths`` (right-aligned) of the
+            ``context_length - 1`` steps of each row are real, the rest is padding.
+        current : th.Tensor
+            Long ``(N, K)``: tokens of the current observations.
+        """
+        k = tokens.shape[1]
+        # The first real step starts an episode; the padding before it is another segment, never attended to.
+        starts = th.arange(k + 1, device=tokens.device)[None, :] == (k - lengths)[:, None]
+        return self.world_model.observe(th.cat([tokens, current[:, None]], 1), actions, starts)
 
     def act(self, obs: th.Tensor, state: ContextState, deterministic: bool = False) -> tuple[th.Tensor, ContextState]:
         """Actions for a batch of observations and the updated context.
@@ -182,12 +183,12 @@ class GITSTORMPolicy(BasePolicy):
             the new state.
         """
         tokens, actions, lengths = (th.as_tensor(x, device=self.device) for x in state)
-        latent = self.world_model.encode(self.model_observation(obs), deterministic)
-        hidden = self._context_hidden(tokens, actions, lengths)
+        current = self.world_model.sample_tokens(self.model_observation(obs), deterministic)
+        model_state = self.observe(tokens, actions, lengths, current)
         actor = self.actor_critic.actor
-        action = actor.squash(actor.act(th.cat([latent.flatten(-2), hidden], -1), deterministic))
+        action = actor.squash(actor.act(model_state.features, deterministic))
         if tokens.shape[1] > 0:
-            tokens = th.cat([tokens[:, 1:], latent.argmax(-1)[:, None]], 1)
+            tokens = th.cat([tokens[:, 1:], current[:, None]], 1)
             actions = th.cat([actions[:, 1:], action[:, None].to(actions.dtype)], 1)
             lengths = (lengths + 1).clamp(max=tokens.shape[1])
         new_state = tuple(x.cpu().numpy() for x in (tokens, actions, lengths))

@@ -6,7 +6,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_gitstorm.actor_critic import ActorCritic, ImaginedTrajectory, ReturnNormalizer, lambda_returns
+from sb3_gitstorm.actor_critic import ActorCritic, ReturnNormalizer, lambda_returns
+from sb3_gitstorm.world_model import ImaginedTrajectory
 
 
 def test_lambda_returns_by_hand() -> None:
@@ -43,12 +44,14 @@ def trajectory(action_space: spaces.Space, batch: int = 8, horizon: int = 5, fea
         actions = th.randint(int(action_space.n), (batch, horizon), generator=gen)
     else:
         actions = th.randn(batch, horizon, action_space.shape[0], generator=gen)
+    tokens, classes = 2, 4  # features: 2 one-hot tokens of 4 classes, then h
     return ImaginedTrajectory(
-        features=th.randn(batch, horizon + 1, features, generator=gen),
+        tokens=th.randint(classes, (batch, horizon + 1, tokens), generator=gen),
+        hidden=th.randn(batch, horizon + 1, features - tokens * classes, generator=gen),
+        num_classes=classes,
         actions=actions,
         rewards=th.rand(batch, horizon, generator=gen),
         continues=th.ones(batch, horizon),
-        latents=th.zeros(batch, horizon + 1, 4),
     )
 
 

@@ -12,13 +12,12 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_gitstorm import GITSTORM
-from sb3_gitstorm.actor_critic import ActorCritic, ImaginedTrajectory
+from sb3_gitstorm.actor_critic import ActorCritic
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import ModelConfig
-from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.priors import MaskGITPrior
 from sb3_gitstorm.transformer import CausalTransformer, segment_positions
-from sb3_gitstorm.world_model import WorldModel
+from sb3_gitstorm.world_model import ImaginedTrajectory, WorldModel
 from tests.conftest import DotEnv
 from tests.test_buffers import IMAGE, fill
 
@@ -78,7 +77,8 @@ def test_bf16_imagination_stays_close_to_float32() -> None:
     for enabled in (False, True):
         th.manual_seed(1)
         with th.autocast("cpu", dtype=th.bfloat16, enabled=enabled):
-            outs.append(imagine(world_model, None, obs, actions, starts, 6, future_actions=future))
+            start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], starts, horizon=6)
+            outs.append(world_model.dream(start, 6, future))
     assert outs[1].rewards.dtype == th.float32
     th.testing.assert_close(outs[1].continues, outs[0].continues, atol=0.02, rtol=0.0)
 
@@ -131,28 +131,26 @@ def test_throughput_benchmark_runs(tmp_path: pathlib.Path) -> None:
 
 
 def test_onehot_first_layer_matches_the_dense_one() -> None:
-    """Actor and critic give the same losses and gradients whether or not the latent tokens are passed."""
+    """Actor and critic give the same losses and gradients with the one-hot first layer as with the dense one."""
     th.manual_seed(0)
     k, c, rest, batch, horizon = 4, 32, 16, 6, 5
-    tokens = th.randint(c, (batch, horizon + 1, k))
-    latents = th.nn.functional.one_hot(tokens, c).float().flatten(-2)
-    base = dict(
-        features=th.cat([latents, th.randn(batch, horizon + 1, rest)], -1),
+    traj = ImaginedTrajectory(
+        tokens=th.randint(c, (batch, horizon + 1, k)),
+        hidden=th.randn(batch, horizon + 1, rest),
+        num_classes=c,
         actions=th.randint(3, (batch, horizon)),
         rewards=th.rand(batch, horizon),
         continues=th.full((batch, horizon), 0.9),
-        latents=latents,
     )
     results = []
-    for with_tokens in (False, True):
+    for classes in (0, c):  # 0: the first layers do not know the one-hot layout
         th.manual_seed(1)
-        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_classes=c)
-        traj = ImaginedTrajectory(**base, tokens=tokens if with_tokens else None)
+        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_classes=classes)
         loss = ac.loss(traj, 0.99, 0.95, 1e-3)
         (loss.actor + loss.critic).backward()
         results.append((loss.actor, loss.critic, *(p.grad for p in ac.parameters() if p.grad is not None)))
         with th.no_grad():
-            acted = ac.actor.act(traj.features[:, 0], deterministic=True, tokens=traj.tokens[:, 0] if with_tokens else None)
+            acted = ac.actor.act(traj.features[:, 0], deterministic=True, tokens=traj.tokens[:, 0])
         results[-1] += (acted,)
     for a, b in zip(*results, strict=True):
         th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

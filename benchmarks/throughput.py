@@ -155,15 +155,14 @@ def naive_imagine(
     state = world_model.observe(tokens, actions[:, :-1], episode_starts)
     segments, positions = segment_positions(episode_starts)
     inputs = world_model.sequence_input(world_model.tokens_to_latent(tokens[:, :-1]), actions[:, :-1])
-    classes, step_segments, step_positions = tokens[:, :-1], segments[:, :-1], positions[:, :-1]
+    step_segments, step_positions = segments[:, :-1], positions[:, :-1]
     states, raw_actions = [state], []
     for _ in range(horizon):
-        raw = actor.act(state.features, tokens=state.tokens)
+        raw = actor.act(state.features)
         inputs = th.cat([inputs, world_model.sequence_input(state.latents, actor.squash(raw))[:, None]], 1)
-        classes = th.cat([classes, state.tokens[:, None]], 1)
         step_segments = th.cat([step_segments, state.segment], 1)
         step_positions = th.cat([step_positions, state.position], 1)
-        hidden = world_model.transformer(inputs, step_segments, step_positions, tokens=classes)[:, -1]
+        hidden = world_model.transformer(inputs, step_segments, step_positions)[:, -1]
         state = dataclasses.replace(state, tokens=world_model.prior.sample(hidden), hidden=hidden, position=state.position + 1)
         states.append(state)
         raw_actions.append(raw)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
-from sb3_gitstorm.networks import mlp, onehot_mlp, zero_init_output
+from sb3_gitstorm.networks import mlp, zero_init_output
 from sb3_gitstorm.world_model import ImaginedTrajectory
 
 
@@ -39,9 +39,9 @@ class Actor(nn.Module):
         Uniform mix of the categorical (Discrete only).
     min_std, max_std : float
         Range of the Gaussian standard deviation (Box only).
-    latent_classes : int
-        Classes ``C`` of the latent tokens that ``features`` start with (one-hot), or 0 if unknown;
-        with it, calls that pass the tokens skip the one-hot part of the first layer.
+    latent_shape : tuple of int, optional
+        ``(K, C)`` when ``features`` start with ``K`` one-hot blocks of ``C`` classes (the latent
+        ``z``): the first layer then exploits it (:class:`~sb3_gitstorm.networks.OneHotLinear`).
     """
 
     def __init__(
@@ -53,32 +53,30 @@ class Actor(nn.Module):
         unimix: float,
         min_std: float = 0.1,
         max_std: float = 1.0,
-        latent_classes: int = 0,
+        latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.latent_classes = latent_classes
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
         self.unimix, self.min_std, self.max_std = unimix, min_std, max_std
         out_dim = self.action_dim if self.discrete else 2 * self.action_dim
-        self.net = mlp(feature_dim, out_dim, hidden, layers)
+        self.net = mlp(feature_dim, out_dim, hidden, layers, latent_shape)
 
-    def distribution(self, features: th.Tensor, tokens: th.Tensor | None = None) -> Distribution:
-        """Distribution over raw actions given features ``(..., F)`` (and optionally the latent
-        tokens ``(..., K)`` they start with); ``log_prob`` and ``entropy`` have shape ``(...)``."""
-        out = onehot_mlp(self.net, features, tokens, self.latent_classes).float()
+    def distribution(self, features: th.Tensor) -> Distribution:
+        """Distribution over raw actions given features ``(..., F)``; ``log_prob`` and ``entropy`` have shape ``(...)``."""
+        out = self.net(features).float()
         if self.discrete:
             return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
         mean, std = out.chunk(2, -1)
         std = (self.max_std - self.min_std) * th.sigmoid(std + 2.0) + self.min_std
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
-    def act(self, features: th.Tensor, deterministic: bool = False, tokens: th.Tensor | None = None) -> th.Tensor:
+    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """Raw actions for features ``(..., F)``: indices ``(...)`` or pre-tanh vectors ``(..., A)``."""
         if self.discrete:
-            logits = onehot_mlp(self.net, features, tokens, self.latent_classes)
+            logits = self.net(features)
             return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
-        dist = self.distribution(features, tokens)
+        dist = self.distribution(features)
         return dist.mean if deterministic else dist.sample()
 
     def squash(self, raw_actions: th.Tensor) -> th.Tensor:
@@ -89,19 +87,20 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """State value as a symlog two-hot distribution over ``bins`` bins."""
 
-    def __init__(self, feature_dim: int, hidden: int, layers: int, bins: int, latent_classes: int = 0) -> None:
+    def __init__(
+        self, feature_dim: int, hidden: int, layers: int, bins: int, latent_shape: tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
-        self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers))
+        self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers, latent_shape))
         self.twohot = SymlogTwoHot(bins)
-        self.latent_classes = latent_classes
 
-    def forward(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
-        """Logits over the bins, ``(..., bins)``; ``tokens``: see :meth:`Actor.distribution`."""
-        return onehot_mlp(self.net, features, tokens, self.latent_classes)
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        """Logits over the bins, ``(..., bins)``."""
+        return self.net(features)
 
-    def value(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
+    def value(self, features: th.Tensor) -> th.Tensor:
         """Expected value, shape ``(...)``."""
-        return self.twohot.mean(self(features, tokens))
+        return self.twohot.mean(self(features))
 
 
 def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, gamma: float, lam: float) -> th.Tensor:
@@ -172,8 +171,8 @@ class ActorCritic(nn.Module):
         MLP width and depth, critic bins.
     unimix : float
         Uniform mix of the discrete actor.
-    latent_classes : int
-        Classes of the one-hot latent tokens at the start of the features (0: unknown); see :class:`Actor`.
+    latent_shape : tuple of int, optional
+        ``(K, C)`` of the one-hot latent at the start of the features; see :class:`Actor`.
     """
 
     def __init__(
@@ -184,11 +183,11 @@ class ActorCritic(nn.Module):
         layers: int,
         bins: int,
         unimix: float,
-        latent_classes: int = 0,
+        latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix, latent_classes=latent_classes)
-        self.critic = Critic(feature_dim, hidden, layers, bins, latent_classes)
+        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix, latent_shape=latent_shape)
+        self.critic = Critic(feature_dim, hidden, layers, bins, latent_shape)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.normalizer = ReturnNormalizer()
 
@@ -198,8 +197,8 @@ class ActorCritic(nn.Module):
         States after a predicted termination weigh less: each step is weighted by the probability
         that the trajectory is still alive when it is reached.
         """
-        features, tokens = traj.features.detach(), traj.tokens
-        logits = self.critic(features, tokens)
+        features = traj.features.detach()
+        logits = self.critic(features)
         twohot = self.critic.twohot
         with th.no_grad():
             values = twohot.mean(logits)
@@ -207,9 +206,9 @@ class ActorCritic(nn.Module):
             scale = self.normalizer.update(returns)
             advantages = (returns - values[:, :-1]) / scale
             alive = th.cat([th.ones_like(traj.continues[:, :1]), traj.continues[:, :-1]], 1).cumprod(1)
-            slow_values = self.target_critic.value(features, tokens)[:, :-1]
+            slow_values = self.target_critic.value(features)[:, :-1]
 
-        dist = self.actor.distribution(features[:, :-1], None if tokens is None else tokens[:, :-1])
+        dist = self.actor.distribution(features[:, :-1])
         entropy = dist.entropy()
         actor = -(alive * (advantages * dist.log_prob(traj.actions) + ent_coef * entropy)).mean()
 

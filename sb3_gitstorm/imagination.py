@@ -57,7 +57,7 @@ def imagine(
     """
 
     def act(state: ModelState) -> tuple[th.Tensor, th.Tensor]:
-        raw = actor.act(state.features, tokens=state.tokens)
+        raw = actor.act(state.features)
         return raw, actor.squash(raw)
 
     start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], episode_starts, horizon)

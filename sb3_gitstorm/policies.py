@@ -102,7 +102,7 @@ class GITSTORMPolicy(BasePolicy):
             self.config.ac_layers,
             self.config.reward_bins,
             self.config.unimix,
-            latent_classes=self.config.latent_classes,
+            latent_shape=(self.config.latent_tokens, self.config.latent_classes),
         )
         self.world_model_optimizer = th.optim.Adam(self.world_model.parameters(), lr=lr_schedule(1))
         self.actor_optimizer = th.optim.Adam(self.actor_critic.actor.parameters(), lr=actor_learning_rate, eps=1e-5)

@@ -198,7 +198,7 @@ class WorldModel(nn.Module):
             ffn_dim=config.transformer_ffn,
             dropout=config.dropout,
             max_length=config.max_length,
-            latent_classes=config.latent_classes,
+            latent_shape=(k, c),
         )
         self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, 2))
         self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, 2)
@@ -309,7 +309,7 @@ class WorldModel(nn.Module):
         hidden = th.zeros(batch, self.transformer.dim, device=tokens.device)
         if context > 1:
             inputs = self.sequence_input(self.tokens_to_latent(tokens[:, :-1]), actions)
-            out = self.transformer(inputs, segments[:, :-1], positions[:, :-1], cache, tokens[:, :-1])
+            out = self.transformer(inputs, segments[:, :-1], positions[:, :-1], cache)
             hidden = th.where(episode_starts[:, -1:], hidden, out[:, -1])
         # Imagined steps belong to the last step's episode and continue its positions.
         return ModelState(tokens[:, -1], hidden, self.config.latent_classes, cache, segments[:, -1:], positions[:, -1:])
@@ -326,7 +326,7 @@ class WorldModel(nn.Module):
             ``(B,)`` indices or ``(B, A)`` scaled actions ``a_t``.
         """
         token = self.sequence_input(state.latents, action)[:, None]
-        hidden = self.transformer(token, state.segment, state.position, state.cache, state.tokens[:, None])[:, 0]
+        hidden = self.transformer(token, state.segment, state.position, state.cache)[:, 0]
         return dataclasses.replace(state, tokens=self.prior.sample(hidden), hidden=hidden, position=state.position + 1)
 
     def dream(self, start: ModelState, horizon: int, policy: DreamPolicy | th.Tensor) -> ImaginedTrajectory:

@@ -15,6 +15,7 @@ from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.actor_critic import ActorCritic
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import ModelConfig
+from sb3_gitstorm.networks import OneHotLinear
 from sb3_gitstorm.priors import MaskGITPrior
 from sb3_gitstorm.transformer import CausalTransformer, segment_positions
 from sb3_gitstorm.world_model import ImaginedTrajectory, WorldModel
@@ -143,34 +144,51 @@ def test_onehot_first_layer_matches_the_dense_one() -> None:
         continues=th.full((batch, horizon), 0.9),
     )
     results = []
-    for classes in (0, c):  # 0: the first layers do not know the one-hot layout
+    for classes in (0, c):  # 0: dense first layers
         th.manual_seed(1)
-        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_classes=classes)
+        shape = (k, c) if classes else None
+        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_shape=shape)
         loss = ac.loss(traj, 0.99, 0.95, 1e-3)
         (loss.actor + loss.critic).backward()
         results.append((loss.actor, loss.critic, *(p.grad for p in ac.parameters() if p.grad is not None)))
         with th.no_grad():
-            acted = ac.actor.act(traj.features[:, 0], deterministic=True, tokens=traj.tokens[:, 0])
+            acted = ac.actor.act(traj.features[:, 0], deterministic=True)
         results[-1] += (acted,)
     for a, b in zip(*results, strict=True):
         th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_onehot_linear_matches_the_dense_one() -> None:
+    """embedding_bag without an input gradient, the dense product with one: same outputs and weight gradients."""
+    th.manual_seed(0)
+    k, c, rest = 4, 32, 5
+    layer = OneHotLinear(k * c + rest, 8, (k, c))
+    x = th.cat([th.nn.functional.one_hot(th.randint(c, (6, 3, k)), c).float().flatten(-2), th.randn(6, 3, rest)], -1)
+    fast = layer(x)
+    (fast.square().sum()).backward()
+    fast_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    dense_input = x.clone().requires_grad_()
+    dense = layer(dense_input)
+    (dense.square().sum()).backward()
+    assert dense_input.grad is not None  # the straight-through latents of the world-model loss need it
+    th.testing.assert_close(fast, dense.detach(), rtol=1e-4, atol=1e-5)
+    for a, b in zip(fast_grads, layer.parameters(), strict=True):
+        th.testing.assert_close(a, b.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_onehot_stem_matches_the_dense_one() -> None:
-    """The sequence model gives the same h whether or not it is told the latent classes, cached or not."""
+    """The sequence model gives the same h through the one-hot stem as through the dense one, cached or not."""
     th.manual_seed(0)
     k, c, extra = 4, 32, 3
-    net = CausalTransformer(k * c + extra, dim=32, layers=1, heads=2, ffn_dim=32, dropout=0.0, max_length=16, latent_classes=c)
+    net = CausalTransformer(k * c + extra, dim=32, layers=1, heads=2, ffn_dim=32, dropout=0.0, max_length=16, latent_shape=(k, c))
     tokens = th.randint(c, (5, 9, k))
     inputs = th.cat([th.nn.functional.one_hot(tokens, c).float().flatten(-2), th.randn(5, 9, extra)], -1)
     segments, positions = segment_positions(th.zeros(5, 9, dtype=th.bool))
+    dense = net(inputs.clone().requires_grad_(), segments, positions).detach()  # an input gradient: the dense stem
     with th.no_grad():
-        dense = net(inputs, segments, positions)
-        th.testing.assert_close(net(inputs, segments, positions, tokens=tokens), dense, rtol=1e-4, atol=1e-5)
+        th.testing.assert_close(net(inputs, segments, positions), dense, rtol=1e-4, atol=1e-5)
         cache = net.new_cache(5, 9, inputs.device)
-        first = net(inputs[:, :6], segments[:, :6], positions[:, :6], cache, tokens[:, :6])
-        rest = [
-            net(inputs[:, t : t + 1], segments[:, t : t + 1], positions[:, t : t + 1], cache, tokens[:, t : t + 1])
-            for t in range(6, 9)
-        ]
+        first = net(inputs[:, :6], segments[:, :6], positions[:, :6], cache)
+        rest = [net(inputs[:, t : t + 1], segments[:, t : t + 1], positions[:, t : t + 1], cache) for t in range(6, 9)]
     th.testing.assert_close(th.cat([first, *rest], 1), dense, rtol=1e-4, atol=1e-5)

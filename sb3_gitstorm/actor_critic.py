@@ -19,6 +19,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
 from sb3_gitstorm.networks import mlp, zero_init_output
 from sb3_gitstorm.world_model import ImaginedTrajectory
@@ -37,8 +38,8 @@ class Actor(nn.Module):
         MLP width and depth.
     unimix : float
         Uniform mix of the categorical (Discrete only).
-    min_std, max_std : float
-        Range of the Gaussian standard deviation (Box only).
+    std_range : tuple of float
+        ``(min, max)`` of the Gaussian standard deviation (Box only).
     latent_shape : tuple of int, optional
         ``(K, C)`` when ``features`` start with ``K`` one-hot blocks of ``C`` classes (the latent
         ``z``): the first layer then exploits it (:class:`~sb3_gitstorm.networks.OneHotLinear`).
@@ -51,14 +52,13 @@ class Actor(nn.Module):
         hidden: int,
         layers: int,
         unimix: float,
-        min_std: float = 0.1,
-        max_std: float = 1.0,
+        std_range: tuple[float, float],
         latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
-        self.unimix, self.min_std, self.max_std = unimix, min_std, max_std
+        self.unimix, (self.min_std, self.max_std) = unimix, std_range
         out_dim = self.action_dim if self.discrete else 2 * self.action_dim
         self.net = mlp(feature_dim, out_dim, hidden, layers, latent_shape)
 
@@ -88,11 +88,17 @@ class Critic(nn.Module):
     """State value as a symlog two-hot distribution over ``bins`` bins."""
 
     def __init__(
-        self, feature_dim: int, hidden: int, layers: int, bins: int, latent_shape: tuple[int, int] | None = None
+        self,
+        feature_dim: int,
+        hidden: int,
+        layers: int,
+        bins: int,
+        bin_range: tuple[float, float],
+        latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers, latent_shape))
-        self.twohot = SymlogTwoHot(bins)
+        self.twohot = SymlogTwoHot(bins, *bin_range)
 
     def forward(self, features: th.Tensor) -> th.Tensor:
         """Logits over the bins, ``(..., bins)``."""
@@ -127,16 +133,23 @@ def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, 
 
 
 class ReturnNormalizer(nn.Module):
-    """EMA of the 5-95 percentile range of the returns; advantages are divided by ``max(1, S)``.
+    """EMA ``S`` of the spread between two percentiles of the returns; advantages are divided by ``max(1, S)``.
 
     The statistic is a buffer, so it is saved and restored with the policy.
+
+    Parameters
+    ----------
+    decay : float
+        EMA decay.
+    percentiles : tuple of float
+        ``(low, high)`` quantiles in [0, 1].
     """
 
     scale: th.Tensor
 
-    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95) -> None:
+    def __init__(self, decay: float, percentiles: tuple[float, float]) -> None:
         super().__init__()
-        self.decay, self.low, self.high = decay, low, high
+        self.decay, (self.low, self.high) = decay, percentiles
         self.register_buffer("scale", th.zeros(()))
 
     @th.no_grad()
@@ -164,32 +177,19 @@ class ActorCritic(nn.Module):
 
     Parameters
     ----------
-    feature_dim : int
-        Size of ``concat(z, h)``.
+    config : ModelConfig
+        Sizes (``ac_hidden``, ``ac_layers``, ``reward_bins``, the latent) and the actor, critic and
+        return-normalisation settings.
     action_space : spaces.Discrete or spaces.Box
-    hidden, layers, bins : int
-        MLP width and depth, critic bins.
-    unimix : float
-        Uniform mix of the discrete actor.
-    latent_shape : tuple of int, optional
-        ``(K, C)`` of the one-hot latent at the start of the features; see :class:`Actor`.
     """
 
-    def __init__(
-        self,
-        feature_dim: int,
-        action_space: spaces.Space,
-        hidden: int,
-        layers: int,
-        bins: int,
-        unimix: float,
-        latent_shape: tuple[int, int] | None = None,
-    ) -> None:
+    def __init__(self, config: ModelConfig, action_space: spaces.Space) -> None:
         super().__init__()
-        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix, latent_shape=latent_shape)
-        self.critic = Critic(feature_dim, hidden, layers, bins, latent_shape)
+        dim, hidden, layers = config.feature_dim, config.ac_hidden, config.ac_layers
+        self.actor = Actor(dim, action_space, hidden, layers, config.unimix, config.actor_std_range, config.latent_shape)
+        self.critic = Critic(dim, hidden, layers, config.reward_bins, config.twohot_range, config.latent_shape)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.normalizer = ReturnNormalizer()
+        self.normalizer = ReturnNormalizer(config.return_decay, config.return_percentiles)
 
     def loss(self, traj: ImaginedTrajectory, gamma: float, lam: float, ent_coef: float) -> ActorCriticLoss:
         """Actor and critic losses on imagined trajectories (which carry no gradient).

@@ -357,9 +357,7 @@ class OpenLoopEvaluator:
     ) -> None:
         if context < 1 or horizon < 1 or samples < 1:
             raise ValueError(f"context, horizon and samples must be >= 1, got {context}, {horizon}, {samples}")
-        max_length = model.policy.config.max_length
-        if context - 1 + horizon > max_length:
-            raise ValueError(f"context - 1 + horizon ({context - 1 + horizon}) exceeds the model's max_length ({max_length})")
+        model.policy.config.check_sequence_length("context - 1 + horizon", context - 1 + horizon)
         if context - 1 + horizon > model.batch_length:
             warnings.warn(
                 f"context - 1 + horizon ({context - 1 + horizon}) is longer than the model's training windows "

@@ -39,7 +39,6 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_gitstorm.buffers import SequenceReplayBuffer
-from sb3_gitstorm.config import PRIORS
 from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
@@ -179,8 +178,6 @@ class GITSTORM(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if prior not in PRIORS:
-            raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
         if log_video_interval < 0:
             raise ValueError(f"log_video_interval must be >= 0 (0 disables the videos), got {log_video_interval}")
         if env is not None:

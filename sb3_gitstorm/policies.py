@@ -24,7 +24,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from sb3_gitstorm.actor_critic import ActorCritic
-from sb3_gitstorm.config import PRIORS, ModelConfig
+from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.world_model import ModelState, WorldModel
 
@@ -85,28 +85,19 @@ class GITSTORMPolicy(BasePolicy):
         **model_kwargs: Any,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=isinstance(action_space, spaces.Box))
-        if prior not in PRIORS:
-            raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
         self.config = ModelConfig.from_size(size, **model_kwargs)
-        self.size, self.model_kwargs, self.prior_name, self.images = size, model_kwargs, prior, images
+        self.size, self.model_kwargs, self.prior, self.images = size, model_kwargs, prior, images
         self.actor_learning_rate, self.critic_learning_rate = actor_learning_rate, critic_learning_rate
         self.context_length = context_length
         self.decode = DecodeSchedule(draft_steps, revise_steps, revise_rounds)
         self.model_observation_space = self._model_observation_space(observation_space)
 
         self.world_model = WorldModel(self.model_observation_space, action_space, self.config, prior, images, self.decode)
-        self.actor_critic = ActorCritic(
-            self.config.feature_dim,
-            action_space,
-            self.config.ac_hidden,
-            self.config.ac_layers,
-            self.config.reward_bins,
-            self.config.unimix,
-            latent_shape=(self.config.latent_tokens, self.config.latent_classes),
-        )
+        self.actor_critic = ActorCritic(self.config, action_space)
         self.world_model_optimizer = th.optim.Adam(self.world_model.parameters(), lr=lr_schedule(1))
-        self.actor_optimizer = th.optim.Adam(self.actor_critic.actor.parameters(), lr=actor_learning_rate, eps=1e-5)
-        self.critic_optimizer = th.optim.Adam(self.actor_critic.critic.parameters(), lr=critic_learning_rate, eps=1e-5)
+        eps = self.config.ac_adam_eps
+        self.actor_optimizer = th.optim.Adam(self.actor_critic.actor.parameters(), lr=actor_learning_rate, eps=eps)
+        self.critic_optimizer = th.optim.Adam(self.actor_critic.critic.parameters(), lr=critic_learning_rate, eps=eps)
 
     def _model_observation_space(self, observation_space: spaces.Box) -> spaces.Box:
         """The space the world model sees: images resized to ``image_size`` squared, vectors unchanged."""
@@ -121,7 +112,7 @@ class GITSTORMPolicy(BasePolicy):
             lr_schedule=self._dummy_schedule,
             actor_learning_rate=self.actor_learning_rate,
             critic_learning_rate=self.critic_learning_rate,
-            prior=self.prior_name,
+            prior=self.prior,
             context_length=self.context_length,
             draft_steps=self.decode.draft_steps,
             revise_steps=self.decode.revise_steps,

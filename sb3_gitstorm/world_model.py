@@ -198,12 +198,12 @@ class WorldModel(nn.Module):
             ffn_dim=config.transformer_ffn,
             dropout=config.dropout,
             max_length=config.max_length,
-            latent_shape=(k, c),
+            latent_shape=config.latent_shape,
         )
-        self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, 2))
-        self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, 2)
+        self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, config.head_layers))
+        self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, config.head_layers)
         self.prior = make_prior(prior, config, decode)
-        self.twohot = SymlogTwoHot(config.reward_bins)
+        self.twohot = SymlogTwoHot(config.reward_bins, *config.twohot_range)
 
     # ----------------------------------------------------------------- observations and latents
     def preprocess(self, obs: th.Tensor) -> th.Tensor:

@@ -146,8 +146,12 @@ def test_onehot_first_layer_matches_the_dense_one() -> None:
     results = []
     for classes in (0, c):  # 0: dense first layers
         th.manual_seed(1)
-        shape = (k, c) if classes else None
-        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_shape=shape)
+        ac = ActorCritic(ModelConfig.from_size("tiny", latent_tokens=k, latent_classes=c, hidden_dim=rest), spaces.Discrete(3))
+        if not classes:  # the same weights, behind plain Linear layers
+            for net in (ac.actor.net, ac.critic.net, ac.target_critic.net):
+                dense = th.nn.Linear(net[0].in_features, net[0].out_features, bias=net[0].bias is not None)
+                dense.load_state_dict(net[0].state_dict())
+                net[0] = dense
         loss = ac.loss(traj, 0.99, 0.95, 1e-3)
         (loss.actor + loss.critic).backward()
         results.append((loss.actor, loss.critic, *(p.grad for p in ac.parameters() if p.grad is not None)))

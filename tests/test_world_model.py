@@ -87,7 +87,7 @@ def test_imagination_shapes_and_cache_equivalence(prior: str) -> None:
     th.manual_seed(0)
     action_space = spaces.Box(-1, 1, (2,), np.float32)
     wm = WorldModel(IMAGE, action_space, CFG, prior, True).eval()
-    actor = Actor(CFG.feature_dim, action_space, 16, 1, 0.01)
+    actor = Actor(CFG.feature_dim, action_space, 16, 1, 0.01, CFG.actor_std_range)
     obs, actions, _, starts = batch(IMAGE, action_space, b=5, length=4)
     starts[1, -1] = True  # a context whose last step starts an episode: h_{T-1} must be zero
     spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")

@@ -18,9 +18,12 @@ attends to the previous episode.
 
 from __future__ import annotations
 
+import warnings
+
 import torch as th
 
 from sb3_gitstorm.actor_critic import Actor
+from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.world_model import ImaginedTrajectory, ModelState, WorldModel
 
 
@@ -62,3 +65,18 @@ def imagine(
 
     start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], episode_starts, horizon)
     return world_model.dream(start, horizon, act)
+
+
+def check_imagination_lengths(config: ModelConfig, context_length: int, horizon: int, batch_length: int) -> None:
+    """Raise a ValueError if imagination does not fit the transformer, and warn if it reaches sequence
+    positions that world-model windows of ``batch_length`` steps never train."""
+    if context_length < 1:
+        raise ValueError(f"imagine_context_length must be >= 1, got {context_length}")
+    config.check_sequence_length("imagine_context_length - 1 + imagine_horizon", context_length - 1 + horizon)
+    if context_length - 1 + horizon > batch_length:
+        warnings.warn(
+            f"imagination reaches sequence position {context_length - 2 + horizon}, but world-model windows of "
+            f"batch_length={batch_length} only train positions up to {batch_length - 1}: "
+            "lengthen batch_length or shorten imagine_context_length / imagine_horizon",
+            stacklevel=4,
+        )

@@ -31,6 +31,27 @@ from sb3_gitstorm.world_model import ModelState, WorldModel
 ContextState = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise a clear error for spaces GITSTORM does not support.
+
+    Supported: Box observations (uint8 images for CnnPolicy, anything flat for MlpPolicy) and
+    Discrete or bounded 1-D Box actions.
+    """
+    if not isinstance(observation_space, spaces.Box):
+        raise TypeError(
+            f"GITSTORM supports Box observation spaces (images or vectors), got {observation_space}. "
+            "Flatten Dict/Tuple observations (e.g. gymnasium.wrappers.FlattenObservation) first."
+        )
+    if isinstance(action_space, spaces.Discrete):
+        return
+    if not isinstance(action_space, spaces.Box):
+        raise TypeError(f"GITSTORM supports Discrete and bounded Box action spaces, got {action_space}")
+    if len(action_space.shape) != 1:
+        raise ValueError(f"GITSTORM supports 1-D Box action spaces, got shape {action_space.shape}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(f"GITSTORM needs bounded Box actions (finite low and high), got {action_space}")
+
+
 def resize_images(images: th.Tensor, size: int) -> th.Tensor:
     """Resize uint8 channel-first images ``(N, C, H, W)`` to ``(N, C, size, size)`` (area filter down, bilinear up)."""
     if images.shape[-2:] == (size, size):

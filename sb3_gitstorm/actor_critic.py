@@ -57,7 +57,7 @@ class Actor(nn.Module):
     ) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.action_dim = spaces.flatdim(action_space)  # classes, or the 1-D Box's size
         self.unimix, (self.min_std, self.max_std) = unimix, std_range
         out_dim = self.action_dim if self.discrete else 2 * self.action_dim
         self.net = mlp(feature_dim, out_dim, hidden, layers, latent_shape)

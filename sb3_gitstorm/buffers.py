@@ -114,7 +114,8 @@ class SequenceReplayBuffer(BaseBuffer):
         self.on_device = on_device
         self.discrete = isinstance(action_space, spaces.Discrete)
         size = (self.buffer_size, n_envs)
-        if self.discrete:
+        action_shape: tuple[int, ...]
+        if isinstance(action_space, spaces.Discrete):
             action_shape, action_dtype = size, np.min_scalar_type(max(int(action_space.n) - 1, 0))
         else:
             action_shape, action_dtype = (*size, self.action_dim), np.dtype(np.float32)
@@ -203,8 +204,8 @@ class SequenceReplayBuffer(BaseBuffer):
         return self._get_samples(starts, env_indices, sequence_length)
 
     def _get_samples(self, starts: np.ndarray, env_indices: np.ndarray, sequence_length: int) -> SequenceSamples:  # type: ignore[override]
-        rows = (starts[:, None] + np.arange(sequence_length)) % self.buffer_size
-        cols = env_indices[:, None]
+        rows: np.ndarray | th.Tensor = (starts[:, None] + np.arange(sequence_length)) % self.buffer_size
+        cols: np.ndarray | th.Tensor = env_indices[:, None]
         if self.on_device:  # gather on the device; only the indices travel
             rows, cols = th.as_tensor(rows, device=self.device), th.as_tensor(cols, device=self.device)
         samples = [th.as_tensor(a[rows, cols], device=self.device) for a in self._arrays()]

@@ -232,7 +232,10 @@ def collect_episode(env: gym.Env, policy: BaseAlgorithm | None = None, seed: int
     obs, _ = env.reset(seed=seed)
     if seed is not None:
         env.action_space.seed(seed)
-    observations, actions, rewards, terminations = [obs], [], [], []
+    observations: list[Any] = [obs]
+    actions: list[Any] = []
+    rewards: list[float] = []
+    terminations: list[bool] = []
     state, done = None, False
     while not done:
         if policy is None:
@@ -243,7 +246,7 @@ def collect_episode(env: gym.Env, policy: BaseAlgorithm | None = None, seed: int
         done = terminated or truncated
         observations.append(obs)
         actions.append(action)
-        rewards.append(reward)
+        rewards.append(float(reward))
         terminations.append(terminated)
     return Episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32), np.asarray(terminations, bool))
 
@@ -297,7 +300,7 @@ def gather_windows(episodes: list[Episode], starts: list[tuple[int, int]], conte
 # ---------------------------------------------------------------------------------- open-loop metrics
 
 
-def check_compatible(model: GITSTORM, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+def check_compatible(model: GITSTORM, observation_space: spaces.Box, action_space: spaces.Space) -> None:
     """Raise a ValueError unless ``model`` takes the observations and actions of this environment."""
     sample = np.zeros(observation_space.shape, observation_space.dtype)
     if maybe_transpose(sample, model.observation_space).shape != model.observation_space.shape:

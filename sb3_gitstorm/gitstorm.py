@@ -109,7 +109,7 @@ class GITSTORM(OffPolicyAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
     policy: GITSTORMPolicy
-    replay_buffer: SequenceReplayBuffer
+    replay_buffer: SequenceReplayBuffer  # type: ignore[assignment]  # a sequence buffer, not SB3's ReplayBuffer
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class GITSTORM(OffPolicyAlgorithm):
             env = self._check_env(env, verbose)
         super().__init__(
             policy,
-            env,
+            env,  # type: ignore[arg-type]  # None: a model loaded for prediction only
             learning_rate,
             buffer_size=buffer_size,
             learning_starts=learning_starts,
@@ -163,7 +163,7 @@ class GITSTORM(OffPolicyAlgorithm):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
-            replay_buffer_class=SequenceReplayBuffer,
+            replay_buffer_class=SequenceReplayBuffer,  # type: ignore[arg-type]
             replay_buffer_kwargs=replay_buffer_kwargs,
             policy_kwargs=dict(policy_kwargs or {}),
             stats_window_size=stats_window_size,
@@ -219,7 +219,7 @@ class GITSTORM(OffPolicyAlgorithm):
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
-            self.observation_space,
+            self.observation_space,  # type: ignore[arg-type]  # a Box: checked by check_spaces
             self.action_space,
             self.lr_schedule,
             actor_learning_rate=self.actor_lr_schedule(1.0),
@@ -289,9 +289,9 @@ class GITSTORM(OffPolicyAlgorithm):
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
             action, self._policy_state = self.predict(
-                self._last_obs,
+                self._last_obs,  # type: ignore[arg-type]  # set by _setup_learn
                 state=self._policy_state,
-                episode_start=self._last_episode_starts,  # type: ignore[arg-type]
+                episode_start=self._last_episode_starts,
             )
         buffer_action = self.policy.scale_action(action) if isinstance(self.action_space, spaces.Box) else action
         return action, buffer_action

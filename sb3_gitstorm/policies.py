@@ -208,7 +208,8 @@ class GITSTORMPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """Stateless action (empty context, ``h = 0``); ``predict`` carries the context instead."""
-        action, _ = self.act(observation, self.initial_state(observation.shape[0]), deterministic)  # type: ignore[union-attr]
+        assert isinstance(observation, th.Tensor)  # Box observations only
+        action, _ = self.act(observation, self.initial_state(observation.shape[0]), deterministic)
         return action
 
     def predict(
@@ -248,7 +249,7 @@ class GITSTORMPolicy(BasePolicy):
             shape = self.observation_space.shape
             accepted = f"{shape} or, channel-last, {shape[1:] + shape[:1]}" if self.images else str(shape)  # type: ignore[index]
             raise ValueError(
-                f"predict() got an observation of shape {np.shape(observation)}; this model takes observations of shape "
+                f"predict() got an observation of shape {np.shape(observation)}; this model takes observations of shape "  # type: ignore[arg-type]
                 f"{accepted}, one at a time or in a batch (n_envs, *shape)"
             ) from error
         n_envs = obs.shape[0]  # type: ignore[union-attr]
@@ -278,7 +279,7 @@ class GITSTORMPolicy(BasePolicy):
                 f"state does not match this model and {n_envs} environment(s): got arrays of shapes {shapes}, "
                 f"expected {expected}. Pass the state returned by the previous predict() call, or None."
             )
-        return state  # type: ignore[return-value]
+        return state
 
 
 class MlpPolicy(GITSTORMPolicy):
@@ -295,7 +296,11 @@ class CnnPolicy(GITSTORMPolicy):
     """GITSTORM policy with STORM's CNN encoder / decoder, for uint8 image observations (resized to 64x64)."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any) -> None:
-        if not is_image_space(observation_space) or not is_image_space_channels_first(observation_space):  # type: ignore[arg-type]
+        if not (
+            isinstance(observation_space, spaces.Box)
+            and is_image_space(observation_space)
+            and is_image_space_channels_first(observation_space)
+        ):
             raise ValueError(
                 "CnnPolicy needs channel-first uint8 image observations with values in [0, 255] "
                 f"(SB3 transposes HxWxC environments for you), got {observation_space}. "

@@ -176,10 +176,12 @@ class WorldModel(nn.Module):
         self.observation_space = observation_space
         self.is_image = images
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.action_dim = spaces.flatdim(action_space)  # one-hot size, or the Box's size
         self.obs_shape = tuple(observation_space.shape)
         k, c = config.latent_tokens, config.latent_classes
 
+        self.encoder: nn.Module
+        self.decoder: nn.Module
         if self.is_image:
             channels = self.obs_shape[0]
             image_encoder = ImageEncoder(channels, config.cnn_channels, config.image_size)
@@ -211,7 +213,7 @@ class WorldModel(nn.Module):
         [0, 1] (channels-last, converted while still uint8), vectors flattened (SB3's ``preprocess_obs``)."""
         if self.is_image:
             return obs.contiguous(memory_format=th.channels_last).float().div_(255.0)
-        return preprocess_obs(obs, self.observation_space).flatten(1)
+        return preprocess_obs(obs, self.observation_space).flatten(1)  # type: ignore[union-attr]  # Box: a tensor
 
     def _flatten_obs(self, obs: th.Tensor) -> tuple[th.Size, th.Tensor]:
         n = len(self.obs_shape)

@@ -198,12 +198,12 @@ class Sweep:
         handlers: dict[Future, Callable[[Future], None]] = {}
         for env in self.random_todo:
             future = executor.submit(random_policy_score, env.env_id, env.env_kwargs, env.eval_episodes, num_cpus=1)
-            handlers[future] = lambda future, env=env: self._random_done(env, future)
+            handlers[future] = lambda future, env=env: self._random_done(env, future)  # type: ignore[misc]
         for spec in self.todo:
             future = executor.submit(
                 train_and_evaluate, spec, self.config.device, executor.threads, executor.queue, **self.config.resources
             )
-            handlers[future] = lambda future, spec=spec: self._run_done(spec, future)
+            handlers[future] = lambda future, spec=spec: self._run_done(spec, future)  # type: ignore[misc]
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console) as self.progress:

@@ -1,4 +1,4 @@
-"""Benchmark configuration: which environments, algorithms, seeds, budgets and evaluations to run.
+"""Sweep configuration: which environments, algorithms, seeds, budgets and evaluations to run.
 
 A configuration is a YAML file (see ``benchmarks/configs/``)::
 

@@ -22,7 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
-from sb3_gitstorm.benchmark.config import ALGORITHMS, RunSpec
+from sb3_gitstorm.comparison.sweep_config import ALGORITHMS, RunSpec
 from sb3_gitstorm.zoo import default_conf_file
 
 # Seconds between two progress messages of a run (each is a queue round trip, an actor call with Ray).

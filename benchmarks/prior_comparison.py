@@ -7,7 +7,7 @@ episodes of a uniformly random policy, the same episodes for every model of a ta
 
 - the all-token ``KL(posterior || prior)`` of the prior as imagination samples it, per imagined step
   (step 1 is the teacher-forced one-step KL), and the prior's perplexity
-  (:class:`sb3_gitstorm.evaluation.OpenLoopEvaluator`);
+  (:class:`sb3_gitstorm.world_model_metrics.OpenLoopEvaluator`);
 - the open-loop observation error (frames: MSE in [0, 1] pixels; vectors: MSE in observation units)
   over a 16-step horizon with the real actions;
 - the final evaluation return (SB3's ``evaluate_policy``, deterministic actions);
@@ -44,8 +44,8 @@ from tqdm import tqdm
 
 import sb3_gitstorm.envs  # noqa: F401  (registers the gitstorm/ ids)
 from sb3_gitstorm import GITSTORM
-from sb3_gitstorm.evaluation import Episode, OpenLoopEvaluator, collect_episode, gather_windows, window_starts
 from sb3_gitstorm.priors import DecodeSchedule, MaskGITPrior
+from sb3_gitstorm.world_model_metrics import Episode, OpenLoopEvaluator, collect_episode, gather_windows, window_starts
 
 CONTEXT, HORIZON = 8, 16
 

@@ -23,6 +23,8 @@ memory is ``torch.cuda.max_memory_allocated``. Peak RSS is the process high-wate
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -31,7 +33,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -40,7 +42,10 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
+from sb3_gitstorm.transformer import segment_positions
+from sb3_gitstorm.world_model import ImaginedTrajectory, WorldModel
 
 try:
     from tqdm.auto import tqdm
@@ -139,6 +144,58 @@ def progress(iterable, desc: str, enabled: bool):
     return iterable
 
 
+@th.no_grad()
+def naive_imagine(
+    world_model: WorldModel, actor: Actor, obs: th.Tensor, actions: th.Tensor, episode_starts: th.Tensor, horizon: int
+) -> ImaginedTrajectory:
+    """:func:`~sb3_gitstorm.imagination.imagine` without the key/value cache: every imagined step runs the
+    whole sequence so far through the transformer, as the STORM code does. Same arguments, same random
+    draws in the same order, so the same trajectory up to float rounding."""
+    tokens = world_model.sample_tokens(obs)
+    state = world_model.observe(tokens, actions[:, :-1], episode_starts)
+    segments, positions = segment_positions(episode_starts)
+    inputs = world_model.sequence_input(world_model.tokens_to_latent(tokens[:, :-1]), actions[:, :-1])
+    step_segments, step_positions = segments[:, :-1], positions[:, :-1]
+    states, raw_actions = [state], []
+    for _ in range(horizon):
+        raw = actor.act(state.features)
+        inputs = th.cat([inputs, world_model.sequence_input(state.latents, actor.squash(raw))[:, None]], 1)
+        step_segments = th.cat([step_segments, state.segment], 1)
+        step_positions = th.cat([step_positions, state.position], 1)
+        hidden = world_model.transformer(inputs, step_segments, step_positions)[:, -1]
+        state = dataclasses.replace(state, tokens=world_model.prior.sample(hidden), hidden=hidden, position=state.position + 1)
+        states.append(state)
+        raw_actions.append(raw)
+    after = th.stack([s.hidden for s in states[1:]], 1)
+    return ImaginedTrajectory(
+        tokens=th.stack([s.tokens for s in states], 1),
+        hidden=th.cat([states[0].hidden[:, None], after], 1),
+        num_classes=world_model.config.latent_classes,
+        actions=th.stack(raw_actions, 1),
+        rewards=world_model.reward(after),
+        continues=world_model.continuation(after),
+    )
+
+
+@contextlib.contextmanager
+def without_kv_cache(model: GITSTORM) -> Iterator[None]:
+    """Inside, ``model`` imagines with :func:`naive_imagine` (in ``learn`` as well)."""
+
+    def imagine() -> ImaginedTrajectory:
+        model.policy.world_model.eval()
+        context = model.replay_buffer.sample(model.imagine_batch_size, model.imagine_context_length)
+        with model._autocast():
+            policy = model.policy
+            obs, actions, starts = context.observations, context.actions, context.episode_starts
+            return naive_imagine(policy.world_model, policy.actor_critic.actor, obs, actions, starts, model.imagine_horizon)
+
+    model._imagine = imagine  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del model._imagine
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -192,11 +249,8 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
         return name if kv == variants[0] else f"{name}_naive"
 
     def imagine(kv: bool):
-        model.use_kv_cache = kv
-        try:
+        with contextlib.nullcontext() if kv else without_kv_cache(model):
             return model._imagine()
-        finally:
-            model.use_kv_cache = True
 
     world_model = model.policy.world_model
     hidden = th.randn(model.imagine_batch_size, world_model.config.hidden_dim, device=device)
@@ -225,9 +279,8 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     for _ in progress(range(rounds), f"{prior}: training loop", show):
         for kv in variants:  # interleaved, so both variants see the same load
             clock = StepClock(device)
-            model.use_kv_cache = kv
-            model.learn(args.loop_steps + 1, callback=clock, reset_num_timesteps=False)
-            model.use_kv_cache = True
+            with contextlib.nullcontext() if kv else without_kv_cache(model):
+                model.learn(args.loop_steps + 1, callback=clock, reset_num_timesteps=False)
             loop[kv] += list(np.diff(clock.stamps)[1:])  # the first interval includes learn()'s setup
             loop_cpu[kv] += list(np.diff(clock.cpu_stamps)[1:])
 

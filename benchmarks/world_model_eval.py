@@ -8,7 +8,7 @@ then for every model predicts each window of ``context + horizon`` frames open l
 and reports, per horizon step and on average: frame MSE, PSNR and SSIM against the real frames
 (resized to the model's input), FVD (with ``--i3d``), reward error, termination accuracy and recall,
 the prior's and the posterior's perplexity and the posterior-prior KL (see
-:mod:`sb3_gitstorm.evaluation`). Writes ``metrics.json``, ``metrics.md`` (one column per model) and,
+:mod:`sb3_gitstorm.world_model_metrics`). Writes ``metrics.json``, ``metrics.md`` (one column per model) and,
 for image models, ``<model>/rollouts.png`` and ``<model>/rollouts.gif`` (real row above imagined rows).
 
 ``--env`` is a gymnasium id (``module:EnvId`` imports the module first) or a ``module:function``
@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sb3_gitstorm import GITSTORM
-from sb3_gitstorm.evaluation import (
+from sb3_gitstorm.world_model_metrics import (
     I3DFeatures,
     OpenLoopEvaluator,
     OpenLoopPrediction,

@@ -19,35 +19,10 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
-from sb3_gitstorm.networks import mlp, onehot_mlp, zero_init_output
-
-
-class ImaginedTrajectory(NamedTuple):
-    """A batch of imagined rollouts of ``H`` steps.
-
-    Attributes
-    ----------
-    features : th.Tensor
-        ``(B, H + 1, F)``: actor-critic inputs ``concat(z_t, h_{t-1})`` of the states ``s_0 .. s_H``.
-    actions : th.Tensor
-        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``
-        (the given actions themselves in open-loop prediction).
-    rewards, continues : th.Tensor
-        ``(B, H)``: predicted reward and probability that the episode continues after each action.
-    latents : th.Tensor
-        ``(B, H + 1, K * C)``: the flat one-hot latents of the states (decodable into frames).
-    tokens : th.Tensor, optional
-        Long ``(B, H + 1, K)``: the classes of ``latents``, which lets the actor and critic skip
-        the one-hot part of their first layer (:func:`~sb3_gitstorm.networks.onehot_mlp`).
-    """
-
-    features: th.Tensor
-    actions: th.Tensor
-    rewards: th.Tensor
-    continues: th.Tensor
-    latents: th.Tensor
-    tokens: th.Tensor | None = None
+from sb3_gitstorm.networks import mlp, zero_init_output
+from sb3_gitstorm.world_model import ImaginedTrajectory
 
 
 class Actor(nn.Module):
@@ -63,11 +38,11 @@ class Actor(nn.Module):
         MLP width and depth.
     unimix : float
         Uniform mix of the categorical (Discrete only).
-    min_std, max_std : float
-        Range of the Gaussian standard deviation (Box only).
-    latent_classes : int
-        Classes ``C`` of the latent tokens that ``features`` start with (one-hot), or 0 if unknown;
-        with it, calls that pass the tokens skip the one-hot part of the first layer.
+    std_range : tuple of float
+        ``(min, max)`` of the Gaussian standard deviation (Box only).
+    latent_shape : tuple of int, optional
+        ``(K, C)`` when ``features`` start with ``K`` one-hot blocks of ``C`` classes (the latent
+        ``z``): the first layer then exploits it (:class:`~sb3_gitstorm.networks.OneHotLinear`).
     """
 
     def __init__(
@@ -77,34 +52,31 @@ class Actor(nn.Module):
         hidden: int,
         layers: int,
         unimix: float,
-        min_std: float = 0.1,
-        max_std: float = 1.0,
-        latent_classes: int = 0,
+        std_range: tuple[float, float],
+        latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.latent_classes = latent_classes
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
-        self.unimix, self.min_std, self.max_std = unimix, min_std, max_std
+        self.action_dim = spaces.flatdim(action_space)  # classes, or the 1-D Box's size
+        self.unimix, (self.min_std, self.max_std) = unimix, std_range
         out_dim = self.action_dim if self.discrete else 2 * self.action_dim
-        self.net = mlp(feature_dim, out_dim, hidden, layers)
+        self.net = mlp(feature_dim, out_dim, hidden, layers, latent_shape)
 
-    def distribution(self, features: th.Tensor, tokens: th.Tensor | None = None) -> Distribution:
-        """Distribution over raw actions given features ``(..., F)`` (and optionally the latent
-        tokens ``(..., K)`` they start with); ``log_prob`` and ``entropy`` have shape ``(...)``."""
-        out = onehot_mlp(self.net, features, tokens, self.latent_classes).float()
+    def distribution(self, features: th.Tensor) -> Distribution:
+        """Distribution over raw actions given features ``(..., F)``; ``log_prob`` and ``entropy`` have shape ``(...)``."""
+        out = self.net(features).float()
         if self.discrete:
             return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
         mean, std = out.chunk(2, -1)
         std = (self.max_std - self.min_std) * th.sigmoid(std + 2.0) + self.min_std
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
-    def act(self, features: th.Tensor, deterministic: bool = False, tokens: th.Tensor | None = None) -> th.Tensor:
+    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """Raw actions for features ``(..., F)``: indices ``(...)`` or pre-tanh vectors ``(..., A)``."""
         if self.discrete:
-            logits = onehot_mlp(self.net, features, tokens, self.latent_classes)
+            logits = self.net(features)
             return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
-        dist = self.distribution(features, tokens)
+        dist = self.distribution(features)
         return dist.mean if deterministic else dist.sample()
 
     def squash(self, raw_actions: th.Tensor) -> th.Tensor:
@@ -115,19 +87,26 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """State value as a symlog two-hot distribution over ``bins`` bins."""
 
-    def __init__(self, feature_dim: int, hidden: int, layers: int, bins: int, latent_classes: int = 0) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden: int,
+        layers: int,
+        bins: int,
+        bin_range: tuple[float, float],
+        latent_shape: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
-        self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers))
-        self.twohot = SymlogTwoHot(bins)
-        self.latent_classes = latent_classes
+        self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers, latent_shape))
+        self.twohot = SymlogTwoHot(bins, *bin_range)
 
-    def forward(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
-        """Logits over the bins, ``(..., bins)``; ``tokens``: see :meth:`Actor.distribution`."""
-        return onehot_mlp(self.net, features, tokens, self.latent_classes)
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        """Logits over the bins, ``(..., bins)``."""
+        return self.net(features)
 
-    def value(self, features: th.Tensor, tokens: th.Tensor | None = None) -> th.Tensor:
+    def value(self, features: th.Tensor) -> th.Tensor:
         """Expected value, shape ``(...)``."""
-        return self.twohot.mean(self(features, tokens))
+        return self.twohot.mean(self(features))
 
 
 def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, gamma: float, lam: float) -> th.Tensor:
@@ -154,16 +133,23 @@ def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, 
 
 
 class ReturnNormalizer(nn.Module):
-    """EMA of the 5-95 percentile range of the returns; advantages are divided by ``max(1, S)``.
+    """EMA ``S`` of the spread between two percentiles of the returns; advantages are divided by ``max(1, S)``.
 
     The statistic is a buffer, so it is saved and restored with the policy.
+
+    Parameters
+    ----------
+    decay : float
+        EMA decay.
+    percentiles : tuple of float
+        ``(low, high)`` quantiles in [0, 1].
     """
 
     scale: th.Tensor
 
-    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95) -> None:
+    def __init__(self, decay: float, percentiles: tuple[float, float]) -> None:
         super().__init__()
-        self.decay, self.low, self.high = decay, low, high
+        self.decay, (self.low, self.high) = decay, percentiles
         self.register_buffer("scale", th.zeros(()))
 
     @th.no_grad()
@@ -191,32 +177,19 @@ class ActorCritic(nn.Module):
 
     Parameters
     ----------
-    feature_dim : int
-        Size of ``concat(z, h)``.
+    config : ModelConfig
+        Sizes (``ac_hidden``, ``ac_layers``, ``reward_bins``, the latent) and the actor, critic and
+        return-normalisation settings.
     action_space : spaces.Discrete or spaces.Box
-    hidden, layers, bins : int
-        MLP width and depth, critic bins.
-    unimix : float
-        Uniform mix of the discrete actor.
-    latent_classes : int
-        Classes of the one-hot latent tokens at the start of the features (0: unknown); see :class:`Actor`.
     """
 
-    def __init__(
-        self,
-        feature_dim: int,
-        action_space: spaces.Space,
-        hidden: int,
-        layers: int,
-        bins: int,
-        unimix: float,
-        latent_classes: int = 0,
-    ) -> None:
+    def __init__(self, config: ModelConfig, action_space: spaces.Space) -> None:
         super().__init__()
-        self.actor = Actor(feature_dim, action_space, hidden, layers, unimix, latent_classes=latent_classes)
-        self.critic = Critic(feature_dim, hidden, layers, bins, latent_classes)
+        dim, hidden, layers = config.feature_dim, config.ac_hidden, config.ac_layers
+        self.actor = Actor(dim, action_space, hidden, layers, config.unimix, config.actor_std_range, config.latent_shape)
+        self.critic = Critic(dim, hidden, layers, config.reward_bins, config.twohot_range, config.latent_shape)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.normalizer = ReturnNormalizer()
+        self.normalizer = ReturnNormalizer(config.return_decay, config.return_percentiles)
 
     def loss(self, traj: ImaginedTrajectory, gamma: float, lam: float, ent_coef: float) -> ActorCriticLoss:
         """Actor and critic losses on imagined trajectories (which carry no gradient).
@@ -224,8 +197,8 @@ class ActorCritic(nn.Module):
         States after a predicted termination weigh less: each step is weighted by the probability
         that the trajectory is still alive when it is reached.
         """
-        features, tokens = traj.features.detach(), traj.tokens
-        logits = self.critic(features, tokens)
+        features = traj.features.detach()
+        logits = self.critic(features)
         twohot = self.critic.twohot
         with th.no_grad():
             values = twohot.mean(logits)
@@ -233,9 +206,9 @@ class ActorCritic(nn.Module):
             scale = self.normalizer.update(returns)
             advantages = (returns - values[:, :-1]) / scale
             alive = th.cat([th.ones_like(traj.continues[:, :1]), traj.continues[:, :-1]], 1).cumprod(1)
-            slow_values = self.target_critic.value(features, tokens)[:, :-1]
+            slow_values = self.target_critic.value(features)[:, :-1]
 
-        dist = self.actor.distribution(features[:, :-1], None if tokens is None else tokens[:, :-1])
+        dist = self.actor.distribution(features[:, :-1])
         entropy = dist.entropy()
         actor = -(alive * (advantages * dist.log_prob(traj.actions) + ent_coef * entropy)).mean()
 

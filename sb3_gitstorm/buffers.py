@@ -10,6 +10,43 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 
 
+def check_replay_sizes(buffer_size: int, n_envs: int, learning_starts: int, batch_length: int) -> None:
+    """Raise a ValueError unless a buffer of ``buffer_size`` steps over ``n_envs`` environments fills
+    during the ``learning_starts`` warm-up and holds a window of ``batch_length`` steps per environment."""
+    if learning_starts > buffer_size:
+        raise ValueError(f"learning_starts ({learning_starts}) is larger than buffer_size ({buffer_size})")
+    if batch_length > buffer_size // n_envs:
+        raise ValueError(
+            f"batch_length ({batch_length}) is larger than the {buffer_size // n_envs} steps per "
+            f"environment that buffer_size={buffer_size} holds with {n_envs} environment(s)"
+        )
+
+
+def check_finite(values: np.ndarray, what: str, timestep: int) -> None:
+    """Reject NaN / inf from the environment before it is acted on or stored: one such value in
+    the replay buffer would turn every later world-model update into NaN.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        ``(n_envs, ...)``: observations or rewards of every environment.
+    what : str
+        What they are, for the message.
+    timestep : int
+        The timestep, for the message.
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        return  # integer observations (uint8 images) cannot hold NaN or inf
+    bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"Environment(s) {np.flatnonzero(bad).tolist()} returned NaN or inf in the {what} at timestep "
+            f"{timestep}. GITSTORM does not train on non-finite data; nothing of this step was stored. "
+            "Fix the environment (stable_baselines3.common.vec_env.VecCheckNan helps to find the source)."
+        )
+
+
 class SequenceSamples(NamedTuple):
     """A batch of windows of ``L`` consecutive steps of one environment each.
 
@@ -77,7 +114,8 @@ class SequenceReplayBuffer(BaseBuffer):
         self.on_device = on_device
         self.discrete = isinstance(action_space, spaces.Discrete)
         size = (self.buffer_size, n_envs)
-        if self.discrete:
+        action_shape: tuple[int, ...]
+        if isinstance(action_space, spaces.Discrete):
             action_shape, action_dtype = size, np.min_scalar_type(max(int(action_space.n) - 1, 0))
         else:
             action_shape, action_dtype = (*size, self.action_dim), np.dtype(np.float32)
@@ -166,8 +204,8 @@ class SequenceReplayBuffer(BaseBuffer):
         return self._get_samples(starts, env_indices, sequence_length)
 
     def _get_samples(self, starts: np.ndarray, env_indices: np.ndarray, sequence_length: int) -> SequenceSamples:  # type: ignore[override]
-        rows = (starts[:, None] + np.arange(sequence_length)) % self.buffer_size
-        cols = env_indices[:, None]
+        rows: np.ndarray | th.Tensor = (starts[:, None] + np.arange(sequence_length)) % self.buffer_size
+        cols: np.ndarray | th.Tensor = env_indices[:, None]
         if self.on_device:  # gather on the device; only the indices travel
             rows, cols = th.as_tensor(rows, device=self.device), th.as_tensor(cols, device=self.device)
         samples = [th.as_tensor(a[rows, cols], device=self.device) for a in self._arrays()]

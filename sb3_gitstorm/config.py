@@ -33,10 +33,12 @@ class ModelConfig:
         Encoder / decoder MLP for vector observations.
     hidden_dim, transformer_layers, transformer_heads, transformer_ffn, dropout, max_length
         Causal transformer sequence model (``h_t`` has ``hidden_dim`` features).
-    head_hidden : int
-        Hidden width of the reward and termination heads.
+    head_hidden, head_layers : int
+        Hidden width and hidden layers of the reward and termination heads (STORM's code: 2 layers).
     reward_bins : int
-        Bins of the symlog two-hot reward head and critic.
+        Bins of the symlog two-hot reward head and critic (255, STORM / DreamerV3).
+    twohot_range : tuple of float
+        Symlog-space range ``(low, high)`` of those bins ((-20, 20), DreamerV3).
     maskgit_dim, maskgit_layers, maskgit_heads, maskgit_ffn : int
         Bidirectional transformer of the MaskGIT prior.
     maskgit_schedule : str
@@ -54,6 +56,13 @@ class ModelConfig:
         KL balance: ``kl_dyn_coef * max(free, KL_dyn) + kl_rep_coef * max(free, KL_rep)``.
     ac_hidden, ac_layers : int
         Actor and critic MLPs.
+    actor_std_range : tuple of float
+        ``(min, max)`` standard deviation of the Gaussian actor, Box actions ((0.1, 1.0), DreamerV3).
+    return_decay, return_percentiles
+        Advantages are divided by ``max(1, S)``, ``S`` an EMA with this decay of the spread between these
+        percentiles of the lambda-returns (0.99 and (0.05, 0.95), DreamerV3).
+    ac_adam_eps : float
+        Adam epsilon of the actor and the critic (1e-5, STORM / DreamerV3).
     """
 
     latent_tokens: int = 32
@@ -70,7 +79,9 @@ class ModelConfig:
     dropout: float = 0.1
     max_length: int = 64
     head_hidden: int = 512
+    head_layers: int = 2
     reward_bins: int = 255
+    twohot_range: tuple[float, float] = (-20.0, 20.0)
     maskgit_dim: int = 128
     maskgit_layers: int = 4
     maskgit_heads: int = 8
@@ -83,13 +94,12 @@ class ModelConfig:
     kl_rep_coef: float = 0.1
     ac_hidden: int = 512
     ac_layers: int = 2
+    actor_std_range: tuple[float, float] = (0.1, 1.0)
+    return_decay: float = 0.99
+    return_percentiles: tuple[float, float] = (0.05, 0.95)
+    ac_adam_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.hidden_dim % self.latent_tokens != 0:
-            raise ValueError(
-                f"hidden_dim ({self.hidden_dim}) must be a multiple of latent_tokens ({self.latent_tokens}): "
-                "the MaskGIT prior gives each latent token an equal chunk of h_t"
-            )
         for name, dim, heads in (
             ("hidden_dim", self.hidden_dim, self.transformer_heads),
             ("maskgit_dim", self.maskgit_dim, self.maskgit_heads),
@@ -104,6 +114,16 @@ class ModelConfig:
             raise ValueError(f"prior_kl_positions must be 'masked' or 'all', got {self.prior_kl_positions!r}")
         if not 0.0 <= self.unimix < 1.0:
             raise ValueError(f"unimix must be in [0, 1), got {self.unimix}")
+
+    def check_sequence_length(self, name: str, length: int) -> None:
+        """Raise a ValueError if a sequence of ``length`` steps (called ``name``) does not fit the transformer."""
+        if length > self.max_length:
+            raise ValueError(f"{name} ({length}) exceeds the transformer's max_length ({self.max_length})")
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """``(K, C)``: latent tokens and classes."""
+        return self.latent_tokens, self.latent_classes
 
     @property
     def latent_dim(self) -> int:
@@ -137,8 +157,8 @@ class ModelConfig:
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(f"Unknown model setting(s) {unknown} in policy_kwargs; valid settings: {sorted(fields)}")
-        if "cnn_channels" in overrides:
-            overrides["cnn_channels"] = tuple(overrides["cnn_channels"])
+        # Tuple fields may come as lists (YAML, JSON): frozen settings stay hashable tuples.
+        overrides = {name: tuple(value) if isinstance(value, list) else value for name, value in overrides.items()}
         return cls(**{**SIZES[size], **overrides})
 
 

@@ -171,12 +171,12 @@ class SymlogTwoHot(nn.Module):
     num_bins : int
         Number of bins (255 in DreamerV3 / STORM).
     low, high : float
-        Range of the bins in symlog space.
+        Range of the bins in symlog space (-20, 20 in DreamerV3).
     """
 
     bins: th.Tensor
 
-    def __init__(self, num_bins: int = 255, low: float = -20.0, high: float = 20.0) -> None:
+    def __init__(self, num_bins: int, low: float, high: float) -> None:
         super().__init__()
         self.register_buffer("bins", th.linspace(low, high, num_bins), persistent=False)
 

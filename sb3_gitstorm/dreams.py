@@ -2,7 +2,7 @@
 
 GITSTORM writes these to TensorBoard every ``log_video_interval`` updates (image observations only):
 the world model sees the first ``imagine_context_length`` steps of a replay window, then imagines
-the rest of it with the actions that were really taken (``imagine(..., future_actions=...)``), and
+the rest of it with the actions that were really taken (:meth:`~sb3_gitstorm.world_model.WorldModel.dream`), and
 its latents are decoded into frames. Where the dream and the real frames part ways is what the
 world model has not learned yet.
 """
@@ -10,12 +10,17 @@ world model has not learned yet.
 from __future__ import annotations
 
 import functools
+import warnings
 
+import numpy as np
 import torch as th
+from stable_baselines3.common.logger import Image, Logger, TensorBoardOutputFormat, Video
 
-from sb3_gitstorm.buffers import SequenceSamples
-from sb3_gitstorm.imagination import imagine
+from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples
 from sb3_gitstorm.world_model import WorldModel
+
+DREAM_WINDOWS = 4  # replay windows shown in each imagination video
+DREAM_FPS = 10
 
 
 @th.no_grad()
@@ -44,15 +49,9 @@ def open_loop_dream(
     """
     obs, actions, starts = windows.observations, windows.actions, windows.episode_starts
     horizon = obs.shape[1] - context_length
-    trajectory = imagine(
-        world_model,
-        None,
-        obs[:, :context_length],
-        actions[:, :context_length],
-        starts[:, :context_length],
-        horizon,
-        future_actions=actions[:, context_length - 1 : -1],
-    )
+    context = world_model.sample_tokens(obs[:, :context_length])
+    start = world_model.observe(context, actions[:, : context_length - 1], starts[:, :context_length], horizon)
+    trajectory = world_model.dream(start, horizon, actions[:, context_length - 1 : -1])
     dreamed = world_model.decode(trajectory.latents).clamp(0.0, 1.0)
     real = obs[:, context_length - 1 :].float() / 255.0
     return real, dreamed
@@ -89,3 +88,37 @@ def tensorboard_video_supported() -> bool:
     except ImportError:
         return False
     return True
+
+
+def log_dreams(
+    logger: Logger, world_model: WorldModel, replay_buffer: SequenceReplayBuffer, context_length: int, horizon: int
+) -> None:
+    """Write real frames next to the world model's open-loop dream of them to TensorBoard.
+
+    ``imagination/filmstrip`` (one image) and ``imagination/video`` (needs ``moviepy<2``) of
+    :data:`DREAM_WINDOWS` replay windows of ``context_length + horizon`` steps. Skipped without image
+    observations (nothing to show) or without a TensorBoard logger.
+    """
+    length = context_length + horizon
+    writes_tensorboard = any(isinstance(f, TensorBoardOutputFormat) for f in logger.output_formats)
+    if not (world_model.is_image and writes_tensorboard and replay_buffer.can_sample(length)):
+        return
+    device = next(world_model.parameters()).device
+    # Own random streams: logging must not change what is learned.
+    numpy_state = np.random.get_state()
+    try:
+        with th.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            world_model.eval()
+            windows = replay_buffer.sample(DREAM_WINDOWS, length)
+            real, dreamed = open_loop_dream(world_model, windows, context_length)
+    finally:
+        np.random.set_state(numpy_state)
+    text_formats = ("stdout", "log", "json", "csv")
+    logger.record("imagination/filmstrip", Image(filmstrip(real, dreamed).cpu(), "CHW"), exclude=text_formats)
+    if tensorboard_video_supported():
+        logger.record("imagination/video", Video(side_by_side(real, dreamed).cpu(), DREAM_FPS), exclude=text_formats)
+    else:  # shown once: Python's default warning filter
+        warnings.warn(
+            "TensorBoard videos need moviepy<2 (torch's add_video imports moviepy.editor); wrote the filmstrip only",
+            stacklevel=3,
+        )

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import pathlib
 import pickle
-import warnings
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
 
@@ -30,7 +29,6 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Image, TensorBoardOutputFormat, Video
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
@@ -38,39 +36,14 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_gitstorm.actor_critic import ImaginedTrajectory
-from sb3_gitstorm.buffers import SequenceReplayBuffer
-from sb3_gitstorm.config import PRIORS
-from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
-from sb3_gitstorm.imagination import imagine
-from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
+from sb3_gitstorm.buffers import SequenceReplayBuffer, check_finite, check_replay_sizes
+from sb3_gitstorm.dreams import log_dreams
+from sb3_gitstorm.imagination import check_imagination_lengths, imagine
+from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy, check_spaces
 from sb3_gitstorm.save_util import atomic_write
+from sb3_gitstorm.world_model import ImaginedTrajectory
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
-
-DREAM_WINDOWS = 4  # replay windows shown in each imagination video
-DREAM_FPS = 10
-
-
-def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    """Raise a clear error for spaces GITSTORM does not support.
-
-    Supported: Box observations (uint8 images for CnnPolicy, anything flat for MlpPolicy) and
-    Discrete or bounded 1-D Box actions.
-    """
-    if not isinstance(observation_space, spaces.Box):
-        raise TypeError(
-            f"GITSTORM supports Box observation spaces (images or vectors), got {observation_space}. "
-            "Flatten Dict/Tuple observations (e.g. gymnasium.wrappers.FlattenObservation) first."
-        )
-    if isinstance(action_space, spaces.Discrete):
-        return
-    if not isinstance(action_space, spaces.Box):
-        raise TypeError(f"GITSTORM supports Discrete and bounded Box action spaces, got {action_space}")
-    if len(action_space.shape) != 1:
-        raise ValueError(f"GITSTORM supports 1-D Box action spaces, got shape {action_space.shape}")
-    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ValueError(f"GITSTORM needs bounded Box actions (finite low and high), got {action_space}")
 
 
 class GITSTORM(OffPolicyAlgorithm):
@@ -114,17 +87,13 @@ class GITSTORM(OffPolicyAlgorithm):
         Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`, e.g.
         ``dict(on_device=True)`` to keep the replay on the GPU (no host-to-device copy per batch).
     mixed_precision : bool
-        Run the forward passes of the updates and of imagination under ``torch.autocast`` with
-        bfloat16 (CUDA, or CPUs with native bf16 such as AVX-512 BF16 / AMX; slower elsewhere).
-        Parameters, optimiser states, losses and sampling stay float32. Off by default.
+        Forward passes of the updates and of imagination under bfloat16 ``torch.autocast`` (CUDA, or
+        CPUs with native bf16); parameters, optimiser states, losses and sampling stay float32.
     stats_window_size : int
         Episodes averaged in the rollout logs.
     log_video_interval : int
-        Every this many updates, write real frames next to the world model's open-loop dream of them
-        to TensorBoard (``imagination/video``, ``imagination/filmstrip``); 0 disables. Only with
-        image observations and a TensorBoard logger (``tensorboard_log``); the video needs
-        ``moviepy<2``, the filmstrip image does not. The default, 5000, gives about 20 videos over an
-        Atari-100k run, at a cost of a few decoder calls each.
+        Every this many updates, real frames next to the world model's open-loop dream of them to
+        TensorBoard (:func:`~sb3_gitstorm.dreams.log_dreams`; image observations only); 0 disables.
     tensorboard_log : str, optional
         TensorBoard log folder.
     policy_kwargs : dict, optional
@@ -140,7 +109,7 @@ class GITSTORM(OffPolicyAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
     policy: GITSTORMPolicy
-    replay_buffer: SequenceReplayBuffer
+    replay_buffer: SequenceReplayBuffer  # type: ignore[assignment]  # a sequence buffer, not SB3's ReplayBuffer
 
     def __init__(
         self,
@@ -179,15 +148,13 @@ class GITSTORM(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if prior not in PRIORS:
-            raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
         if log_video_interval < 0:
             raise ValueError(f"log_video_interval must be >= 0 (0 disables the videos), got {log_video_interval}")
         if env is not None:
             env = self._check_env(env, verbose)
         super().__init__(
             policy,
-            env,
+            env,  # type: ignore[arg-type]  # None: a model loaded for prediction only
             learning_rate,
             buffer_size=buffer_size,
             learning_starts=learning_starts,
@@ -196,7 +163,7 @@ class GITSTORM(OffPolicyAlgorithm):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
-            replay_buffer_class=SequenceReplayBuffer,
+            replay_buffer_class=SequenceReplayBuffer,  # type: ignore[arg-type]
             replay_buffer_kwargs=replay_buffer_kwargs,
             policy_kwargs=dict(policy_kwargs or {}),
             stats_window_size=stats_window_size,
@@ -224,8 +191,6 @@ class GITSTORM(OffPolicyAlgorithm):
         self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
         self.log_video_interval = log_video_interval
         self.mixed_precision = mixed_precision
-        # False: imagination recomputes the whole sequence every step (the STORM code), for benchmarks.
-        self.use_kv_cache = True
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
         if _init_setup_model:
@@ -254,7 +219,7 @@ class GITSTORM(OffPolicyAlgorithm):
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
-            self.observation_space,
+            self.observation_space,  # type: ignore[arg-type]  # a Box: checked by check_spaces
             self.action_space,
             self.lr_schedule,
             actor_learning_rate=self.actor_lr_schedule(1.0),
@@ -279,46 +244,11 @@ class GITSTORM(OffPolicyAlgorithm):
         self._convert_train_freq()
 
     def _check_hyperparameters(self) -> None:
-        max_length = self.policy.config.max_length
-        checks = [
-            (
-                self.learning_starts <= self.buffer_size,
-                f"learning_starts ({self.learning_starts}) is larger than buffer_size ({self.buffer_size})",
-            ),
-            (
-                self.batch_length <= self.buffer_size // self.n_envs,
-                f"batch_length ({self.batch_length}) is larger than the {self.buffer_size // self.n_envs} steps per "
-                f"environment that buffer_size={self.buffer_size} holds with {self.n_envs} environment(s)",
-            ),
-            (
-                self.batch_length <= max_length,
-                f"batch_length ({self.batch_length}) exceeds the transformer's max_length ({max_length})",
-            ),
-            (self.imagine_context_length >= 1, f"imagine_context_length must be >= 1, got {self.imagine_context_length}"),
-            (
-                self.imagine_context_length - 1 + self.imagine_horizon <= max_length,
-                f"imagine_context_length - 1 + imagine_horizon ({self.imagine_context_length - 1 + self.imagine_horizon}) "
-                f"exceeds the transformer's max_length ({max_length})",
-            ),
-            (self.batch_size >= 1 and self.imagine_batch_size >= 1, "batch_size and imagine_batch_size must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        if self.imagine_context_length - 1 + self.imagine_horizon > self.batch_length:
-            warnings.warn(
-                f"imagination reaches sequence position {self.imagine_context_length - 2 + self.imagine_horizon}, but "
-                f"world-model windows of batch_length={self.batch_length} only train positions up to {self.batch_length - 1}: "
-                "lengthen batch_length or shorten imagine_context_length / imagine_horizon",
-                stacklevel=3,
-            )
-        if self.prior == "maskgit" and not self.policy.decode.one_pass and self.policy.config.maskgit_schedule == "reference":
-            warnings.warn(
-                "draft-and-revise with several chunks conditions the MaskGIT prior on tokens of z_{t+1}, but "
-                "maskgit_schedule='reference' (the authors' code) trains it with tokens of z_t visible; "
-                "the default maskgit_schedule='decode' trains it the way it decodes",
-                stacklevel=3,
-            )
+        check_replay_sizes(self.buffer_size, self.n_envs, self.learning_starts, self.batch_length)
+        self.policy.config.check_sequence_length("batch_length", self.batch_length)
+        check_imagination_lengths(self.policy.config, self.imagine_context_length, self.imagine_horizon, self.batch_length)
+        if self.batch_size < 1 or self.imagine_batch_size < 1:
+            raise ValueError("batch_size and imagine_batch_size must be >= 1")
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_policy_state"]
@@ -350,22 +280,8 @@ class GITSTORM(OffPolicyAlgorithm):
         if reset_num_timesteps or self._last_obs is None:
             self._policy_state = None  # the environments are about to be reset
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        self._check_finite(self._last_obs, "reset observation")  # type: ignore[arg-type]
+        check_finite(self._last_obs, "reset observation", self.num_timesteps)  # type: ignore[arg-type]
         return result
-
-    def _check_finite(self, values: np.ndarray, what: str) -> None:
-        """Reject NaN / inf from the environment before it is acted on or stored: one such value in
-        the replay buffer would turn every later world-model update into NaN."""
-        values = np.asarray(values)
-        if not np.issubdtype(values.dtype, np.floating):
-            return  # integer observations (uint8 images) cannot hold NaN or inf
-        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
-        if bad.any():
-            raise ValueError(
-                f"Environment(s) {np.flatnonzero(bad).tolist()} returned NaN or inf in the {what} at timestep "
-                f"{self.num_timesteps}. GITSTORM does not train on non-finite data; nothing of this step was stored. "
-                "Fix the environment (stable_baselines3.common.vec_env.VecCheckNan helps to find the source)."
-            )
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
@@ -373,9 +289,9 @@ class GITSTORM(OffPolicyAlgorithm):
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
             action, self._policy_state = self.predict(
-                self._last_obs,
+                self._last_obs,  # type: ignore[arg-type]  # set by _setup_learn
                 state=self._policy_state,
-                episode_start=self._last_episode_starts,  # type: ignore[arg-type]
+                episode_start=self._last_episode_starts,
             )
         buffer_action = self.policy.scale_action(action) if isinstance(self.action_space, spaces.Box) else action
         return action, buffer_action
@@ -390,8 +306,8 @@ class GITSTORM(OffPolicyAlgorithm):
         infos: list[dict[str, Any]],
     ) -> None:
         """2. Store ``(o_t, a_t, r_t, done_t)`` with ``o_t`` the observation the action was taken at."""
-        self._check_finite(reward, "reward")
-        self._check_finite(new_obs, "observation")
+        check_finite(reward, "reward", self.num_timesteps)
+        check_finite(new_obs, "observation", self.num_timesteps)
         obs = self.policy.model_observation(th.as_tensor(self._last_obs)).numpy()
         replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
         self._last_obs = new_obs
@@ -414,7 +330,8 @@ class GITSTORM(OffPolicyAlgorithm):
             self.logger.record(key, float(np.mean(values)))
         interval = self.log_video_interval
         if interval > 0 and self._n_updates // interval > (self._n_updates - gradient_steps) // interval:
-            self._log_dreams()
+            horizon, context = self.imagine_horizon, self.imagine_context_length
+            log_dreams(self.logger, self.policy.world_model, self.replay_buffer, context, horizon)
 
     def _update_learning_rates(self) -> None:
         progress = self._current_progress_remaining
@@ -466,7 +383,6 @@ class GITSTORM(OffPolicyAlgorithm):
                 context.actions,
                 context.episode_starts,
                 self.imagine_horizon,
-                use_kv_cache=self.use_kv_cache,
             )
 
     def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:
@@ -493,38 +409,6 @@ class GITSTORM(OffPolicyAlgorithm):
             "imagined_value": loss.mean_value.item(),
             "imagined_reward": trajectory.rewards.mean().item(),
         }
-
-    def _log_dreams(self) -> None:
-        """Write real frames next to the world model's open-loop dream of them to TensorBoard.
-
-        Skipped without image observations (nothing to show) or without a TensorBoard logger.
-        """
-        length = self.imagine_context_length + self.imagine_horizon
-        writes_tensorboard = any(isinstance(f, TensorBoardOutputFormat) for f in self.logger.output_formats)
-        if not (self.policy.images and writes_tensorboard and self.replay_buffer.can_sample(length)):
-            return
-        # Own random streams: logging must not change what is learned.
-        numpy_state = np.random.get_state()
-        try:
-            with th.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                self.policy.world_model.eval()
-                windows = self.replay_buffer.sample(DREAM_WINDOWS, length)
-                real, dreamed = open_loop_dream(
-                    self.policy.world_model,
-                    windows,
-                    self.imagine_context_length,
-                )
-        finally:
-            np.random.set_state(numpy_state)
-        text_formats = ("stdout", "log", "json", "csv")
-        self.logger.record("imagination/filmstrip", Image(filmstrip(real, dreamed).cpu(), "CHW"), exclude=text_formats)
-        if tensorboard_video_supported():
-            self.logger.record("imagination/video", Video(side_by_side(real, dreamed).cpu(), DREAM_FPS), exclude=text_formats)
-        else:  # shown once: Python's default warning filter
-            warnings.warn(
-                "TensorBoard videos need moviepy<2 (torch's add_video imports moviepy.editor); wrote the filmstrip only",
-                stacklevel=2,
-            )
 
     # ------------------------------------------------------------------------- persistence
     def save(

@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from functools import partial
 
 import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-# Classes per latent token from which the one-hot first layer (:func:`onehot_mlp`) pays off on CPU.
+# Classes per latent token from which the one-hot first layer (:class:`OneHotLinear`) pays off on CPU.
 ONEHOT_MIN_CLASSES = 16
 
 
-def mlp(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
+class OneHotLinear(nn.Linear):
+    """A Linear layer whose input starts with ``K`` one-hot blocks of ``C`` classes (the latent ``z``).
+
+    The one-hot block contributes the sum of ``K`` of the weight columns: when no gradient has to
+    reach the input (imagination, acting, the actor-critic update on detached features), that is
+    an ``embedding_bag`` over ``K`` rows instead of a ``K*C``-wide matrix product (32 x 32 latents:
+    about 4x less work forward and 2x with gradients), the same function and weight gradients up to
+    float rounding. With an input gradient (the straight-through latents of the world-model loss),
+    or below :data:`ONEHOT_MIN_CLASSES` classes (where the dense product is faster), it is
+    ``nn.Linear``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        As ``nn.Linear``; ``in_features = K*C + R``.
+    latent_shape : tuple of int
+        ``(K, C)``.
+    bias : bool
+        As ``nn.Linear``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, latent_shape: tuple[int, int], bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.latent_shape = latent_shape
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        """``(..., K*C + R)`` to ``(..., out_features)``."""
+        k, c = self.latent_shape
+        if x.requires_grad or c < ONEHOT_MIN_CLASSES:
+            return super().forward(x)
+        split = k * c
+        tokens = x[..., :split].unflatten(-1, (k, c)).argmax(-1)
+        out = F.linear(x[..., split:], self.weight[:, split:], self.bias)
+        index = (tokens + th.arange(0, split, c, device=tokens.device)).reshape(-1, k)
+        picked = F.embedding_bag(index, self.weight[:, :split].t().contiguous(), mode="sum")
+        return out + picked.view(out.shape)
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int, layers: int, latent_shape: tuple[int, int] | None = None) -> nn.Sequential:
     """``layers`` x (Linear, LayerNorm, ReLU) followed by a Linear output layer.
 
     Parameters
@@ -23,45 +63,18 @@ def mlp(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
         Width of the hidden layers.
     layers : int
         Number of hidden layers (0 gives a single Linear map).
+    latent_shape : tuple of int, optional
+        ``(K, C)`` when the input starts with ``K`` one-hot blocks of ``C`` classes: the first layer
+        is then a :class:`OneHotLinear`.
     """
     modules: list[nn.Module] = []
     dim = in_dim
+    linear: Callable[..., nn.Linear] = nn.Linear if latent_shape is None else partial(OneHotLinear, latent_shape=latent_shape)
     for _ in range(layers):
-        modules += [nn.Linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.ReLU()]
-        dim = hidden
-    modules.append(nn.Linear(dim, out_dim))
+        modules += [linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.ReLU()]
+        dim, linear = hidden, nn.Linear
+    modules.append(linear(dim, out_dim))
     return nn.Sequential(*modules)
-
-
-def onehot_mlp(net: nn.Sequential, features: th.Tensor, tokens: th.Tensor | None, num_classes: int) -> th.Tensor:
-    """``net(features)`` for ``features = concat(one_hot(tokens, num_classes).flatten(-2), rest)``.
-
-    The one-hot block of the first ``Linear`` contributes the sum of ``K`` of its weight columns:
-    an ``embedding_bag`` over ``K`` rows instead of a ``K*C``-wide matrix product (32 x 32 latents:
-    about 4x less work forward and 2x with gradients). Same function and gradients up to float
-    rounding. Without ``tokens``, or below :data:`ONEHOT_MIN_CLASSES` classes (where the dense
-    product is faster), it is plain ``net(features)``.
-
-    Parameters
-    ----------
-    net : nn.Sequential
-        An :func:`mlp` whose input is ``features``.
-    features : th.Tensor
-        ``(..., K*C + R)``; only the last ``R`` features are read.
-    tokens : th.Tensor, optional
-        Long ``(..., K)``: the class of every one-hot block.
-    num_classes : int
-        ``C`` (0: unknown).
-    """
-    if tokens is None or num_classes < ONEHOT_MIN_CLASSES:
-        return net(features)
-    first = net[0]
-    k = tokens.shape[-1]
-    split = k * num_classes
-    out = F.linear(features[..., split:], first.weight[:, split:], first.bias)
-    index = (tokens + th.arange(0, split, num_classes, device=tokens.device)).reshape(-1, k)
-    picked = F.embedding_bag(index, first.weight[:, :split].t().contiguous(), mode="sum")
-    return net[1:](out + picked.view(out.shape))
 
 
 def zero_init_output(net: nn.Sequential) -> nn.Sequential:

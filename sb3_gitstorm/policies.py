@@ -24,11 +24,32 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from sb3_gitstorm.actor_critic import ActorCritic
-from sb3_gitstorm.config import PRIORS, ModelConfig
+from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.priors import DecodeSchedule
-from sb3_gitstorm.world_model import WorldModel
+from sb3_gitstorm.world_model import ModelState, WorldModel
 
 ContextState = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise a clear error for spaces GITSTORM does not support.
+
+    Supported: Box observations (uint8 images for CnnPolicy, anything flat for MlpPolicy) and
+    Discrete or bounded 1-D Box actions.
+    """
+    if not isinstance(observation_space, spaces.Box):
+        raise TypeError(
+            f"GITSTORM supports Box observation spaces (images or vectors), got {observation_space}. "
+            "Flatten Dict/Tuple observations (e.g. gymnasium.wrappers.FlattenObservation) first."
+        )
+    if isinstance(action_space, spaces.Discrete):
+        return
+    if not isinstance(action_space, spaces.Box):
+        raise TypeError(f"GITSTORM supports Discrete and bounded Box action spaces, got {action_space}")
+    if len(action_space.shape) != 1:
+        raise ValueError(f"GITSTORM supports 1-D Box action spaces, got shape {action_space.shape}")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(f"GITSTORM needs bounded Box actions (finite low and high), got {action_space}")
 
 
 def resize_images(images: th.Tensor, size: int) -> th.Tensor:
@@ -85,28 +106,19 @@ class GITSTORMPolicy(BasePolicy):
         **model_kwargs: Any,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=isinstance(action_space, spaces.Box))
-        if prior not in PRIORS:
-            raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
         self.config = ModelConfig.from_size(size, **model_kwargs)
-        self.size, self.model_kwargs, self.prior_name, self.images = size, model_kwargs, prior, images
+        self.size, self.model_kwargs, self.prior, self.images = size, model_kwargs, prior, images
         self.actor_learning_rate, self.critic_learning_rate = actor_learning_rate, critic_learning_rate
         self.context_length = context_length
         self.decode = DecodeSchedule(draft_steps, revise_steps, revise_rounds)
         self.model_observation_space = self._model_observation_space(observation_space)
 
         self.world_model = WorldModel(self.model_observation_space, action_space, self.config, prior, images, self.decode)
-        self.actor_critic = ActorCritic(
-            self.config.feature_dim,
-            action_space,
-            self.config.ac_hidden,
-            self.config.ac_layers,
-            self.config.reward_bins,
-            self.config.unimix,
-            latent_classes=self.config.latent_classes,
-        )
+        self.actor_critic = ActorCritic(self.config, action_space)
         self.world_model_optimizer = th.optim.Adam(self.world_model.parameters(), lr=lr_schedule(1))
-        self.actor_optimizer = th.optim.Adam(self.actor_critic.actor.parameters(), lr=actor_learning_rate, eps=1e-5)
-        self.critic_optimizer = th.optim.Adam(self.actor_critic.critic.parameters(), lr=critic_learning_rate, eps=1e-5)
+        eps = self.config.ac_adam_eps
+        self.actor_optimizer = th.optim.Adam(self.actor_critic.actor.parameters(), lr=actor_learning_rate, eps=eps)
+        self.critic_optimizer = th.optim.Adam(self.actor_critic.critic.parameters(), lr=critic_learning_rate, eps=eps)
 
     def _model_observation_space(self, observation_space: spaces.Box) -> spaces.Box:
         """The space the world model sees: images resized to ``image_size`` squared, vectors unchanged."""
@@ -121,7 +133,7 @@ class GITSTORMPolicy(BasePolicy):
             lr_schedule=self._dummy_schedule,
             actor_learning_rate=self.actor_learning_rate,
             critic_learning_rate=self.critic_learning_rate,
-            prior=self.prior_name,
+            prior=self.prior,
             context_length=self.context_length,
             draft_steps=self.decode.draft_steps,
             revise_steps=self.decode.revise_steps,
@@ -148,20 +160,21 @@ class GITSTORMPolicy(BasePolicy):
             np.zeros(n_envs, dtype=np.int64),
         )
 
-    def _context_hidden(self, tokens: th.Tensor, actions: th.Tensor, lengths: th.Tensor) -> th.Tensor:
-        """``h`` after the last ``lengths`` (right-aligned) steps of each row's context, zero where empty."""
-        n, k = tokens.shape[:2]
-        hidden = th.zeros(n, self.config.hidden_dim, device=tokens.device)
-        if k == 0:
-            return hidden
-        first_valid = (k - lengths)[:, None]
-        index = th.arange(k, device=tokens.device)[None, :]
-        valid = index >= first_valid
-        # Padding gets its own segment, so real steps never attend to it.
-        segments, positions = valid.long(), (index - first_valid).clamp(min=0)
-        inputs = self.world_model.sequence_input(self.world_model.tokens_to_latent(tokens), actions)
-        out = self.world_model.transformer(inputs, segments, positions)[:, -1]
-        return th.where((lengths > 0)[:, None], out, hidden)
+    def observe(self, tokens: th.Tensor, actions: th.Tensor, lengths: th.Tensor, current: th.Tensor) -> ModelState:
+        """The world-model state at the current observations, behind them each row's context.
+
+        Parameters
+        ----------
+        tokens, actions, lengths : th.Tensor
+            The context (:meth:`initial_state`): the last ``lengths`` (right-aligned) of the
+            ``context_length - 1`` steps of each row are real, the rest is padding.
+        current : th.Tensor
+            Long ``(N, K)``: tokens of the current observations.
+        """
+        k = tokens.shape[1]
+        # The first real step starts an episode; the padding before it is another segment, never attended to.
+        starts = th.arange(k + 1, device=tokens.device)[None, :] == (k - lengths)[:, None]
+        return self.world_model.observe(th.cat([tokens, current[:, None]], 1), actions, starts)
 
     def act(self, obs: th.Tensor, state: ContextState, deterministic: bool = False) -> tuple[th.Tensor, ContextState]:
         """Actions for a batch of observations and the updated context.
@@ -182,12 +195,12 @@ class GITSTORMPolicy(BasePolicy):
             the new state.
         """
         tokens, actions, lengths = (th.as_tensor(x, device=self.device) for x in state)
-        latent = self.world_model.encode(self.model_observation(obs), deterministic)
-        hidden = self._context_hidden(tokens, actions, lengths)
+        current = self.world_model.sample_tokens(self.model_observation(obs), deterministic)
+        model_state = self.observe(tokens, actions, lengths, current)
         actor = self.actor_critic.actor
-        action = actor.squash(actor.act(th.cat([latent.flatten(-2), hidden], -1), deterministic))
+        action = actor.squash(actor.act(model_state.features, deterministic))
         if tokens.shape[1] > 0:
-            tokens = th.cat([tokens[:, 1:], latent.argmax(-1)[:, None]], 1)
+            tokens = th.cat([tokens[:, 1:], current[:, None]], 1)
             actions = th.cat([actions[:, 1:], action[:, None].to(actions.dtype)], 1)
             lengths = (lengths + 1).clamp(max=tokens.shape[1])
         new_state = tuple(x.cpu().numpy() for x in (tokens, actions, lengths))
@@ -195,7 +208,8 @@ class GITSTORMPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """Stateless action (empty context, ``h = 0``); ``predict`` carries the context instead."""
-        action, _ = self.act(observation, self.initial_state(observation.shape[0]), deterministic)  # type: ignore[union-attr]
+        assert isinstance(observation, th.Tensor)  # Box observations only
+        action, _ = self.act(observation, self.initial_state(observation.shape[0]), deterministic)
         return action
 
     def predict(
@@ -235,7 +249,7 @@ class GITSTORMPolicy(BasePolicy):
             shape = self.observation_space.shape
             accepted = f"{shape} or, channel-last, {shape[1:] + shape[:1]}" if self.images else str(shape)  # type: ignore[index]
             raise ValueError(
-                f"predict() got an observation of shape {np.shape(observation)}; this model takes observations of shape "
+                f"predict() got an observation of shape {np.shape(observation)}; this model takes observations of shape "  # type: ignore[arg-type]
                 f"{accepted}, one at a time or in a batch (n_envs, *shape)"
             ) from error
         n_envs = obs.shape[0]  # type: ignore[union-attr]
@@ -265,7 +279,7 @@ class GITSTORMPolicy(BasePolicy):
                 f"state does not match this model and {n_envs} environment(s): got arrays of shapes {shapes}, "
                 f"expected {expected}. Pass the state returned by the previous predict() call, or None."
             )
-        return state  # type: ignore[return-value]
+        return state
 
 
 class MlpPolicy(GITSTORMPolicy):
@@ -282,7 +296,11 @@ class CnnPolicy(GITSTORMPolicy):
     """GITSTORM policy with STORM's CNN encoder / decoder, for uint8 image observations (resized to 64x64)."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any) -> None:
-        if not is_image_space(observation_space) or not is_image_space_channels_first(observation_space):  # type: ignore[arg-type]
+        if not (
+            isinstance(observation_space, spaces.Box)
+            and is_image_space(observation_space)
+            and is_image_space_channels_first(observation_space)
+        ):
             raise ValueError(
                 "CnnPolicy needs channel-first uint8 image observations with values in [0, 255] "
                 f"(SB3 transposes HxWxC environments for you), got {observation_space}. "

@@ -7,10 +7,21 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Callable
+from typing import Any, overload
+
+
+@overload
+def atomic_write(path: str | pathlib.Path, suffix: str, write: Callable[[str], object]) -> None: ...
+
+
+@overload
+def atomic_write(
+    path: str | pathlib.Path | io.BufferedIOBase, suffix: str, write: Callable[[str | io.BufferedIOBase], object]
+) -> None: ...
 
 
 def atomic_write(
-    path: str | pathlib.Path | io.BufferedIOBase, suffix: str, write: Callable[[str | io.BufferedIOBase], None]
+    path: str | pathlib.Path | io.BufferedIOBase, suffix: str, write: Callable[[Any], object]
 ) -> None:
     """Write a file so that ``path`` holds either the previous file or the complete new one.
 

@@ -16,7 +16,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_gitstorm.networks import onehot_mlp
+from sb3_gitstorm.networks import OneHotLinear
 
 
 def autocast_dtype(device: th.device) -> th.dtype:
@@ -143,9 +143,9 @@ class CausalTransformer(nn.Module):
         Size of ``concat(z_t, a_t)``.
     dim, layers, heads, ffn_dim, dropout, max_length
         Width, depth, heads, feed-forward width, dropout and the longest window (learned positions).
-    latent_classes : int
-        Classes ``C`` of the one-hot latent tokens that the inputs start with (0: unknown); with it,
-        calls that pass the tokens skip the one-hot part of the first layer.
+    latent_shape : tuple of int, optional
+        ``(K, C)`` when the inputs start with ``K`` one-hot blocks of ``C`` classes: the first layer is
+        then a :class:`~sb3_gitstorm.networks.OneHotLinear`.
     """
 
     def __init__(
@@ -157,12 +157,14 @@ class CausalTransformer(nn.Module):
         ffn_dim: int,
         dropout: float,
         max_length: int,
-        latent_classes: int = 0,
+        latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.dim, self.heads, self.max_length, self.latent_classes = dim, heads, max_length, latent_classes
+        self.dim, self.heads, self.max_length = dim, heads, max_length
         self.stem = nn.Sequential(
-            nn.Linear(input_dim, dim, bias=False),
+            nn.Linear(input_dim, dim, bias=False)
+            if latent_shape is None
+            else OneHotLinear(input_dim, dim, latent_shape, bias=False),
             nn.LayerNorm(dim),
             nn.ReLU(),
             nn.Linear(dim, dim, bias=False),
@@ -183,7 +185,6 @@ class CausalTransformer(nn.Module):
         segments: th.Tensor,
         positions: th.Tensor,
         cache: KVCache | None = None,
-        tokens: th.Tensor | None = None,
     ) -> th.Tensor:
         """Run new tokens through the transformer, attending to the cache if one is given.
 
@@ -196,9 +197,6 @@ class CausalTransformer(nn.Module):
             (in the cache or among the new ones) with the same segment id.
         cache : KVCache, optional
             Cached keys/values of earlier tokens; the new tokens are appended to it.
-        tokens : th.Tensor, optional
-            Long ``(B, T, K)``: the latent classes whose one-hot ``inputs`` start with, which lets the
-            first layer skip the one-hot block (:func:`~sb3_gitstorm.networks.onehot_mlp`).
 
         Returns
         -------
@@ -218,7 +216,7 @@ class CausalTransformer(nn.Module):
         causal = key_index[None, :] <= query_index[:, None]
         mask = (causal & (segments[:, :, None] == key_segments[:, None, :])).unsqueeze(1)
 
-        x = self.drop(onehot_mlp(self.stem, inputs, tokens, self.latent_classes) + self.position(positions))
+        x = self.drop(self.stem(inputs) + self.position(positions))
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, cache, layer)
         if cache is not None:

@@ -8,10 +8,17 @@
     h_t --> reward r_t (symlog two-hot), termination (Bernoulli), prior p(z_{t+1} | h_t)
 
 The prior is STORM's linear head or GIT-STORM's MaskGIT transformer (:mod:`sb3_gitstorm.priors`).
+
+Everything outside the loss goes through three verbs: :meth:`WorldModel.observe` a real context
+(``h`` and a key/value cache from real tokens and actions), :meth:`WorldModel.step` one imagined
+transition, and :meth:`WorldModel.dream` a rollout of them (with an actor, or open loop with given
+actions). Acting, imagination, the TensorBoard dreams and the world-model metrics all use them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -33,12 +40,83 @@ from sb3_gitstorm.distributions import (
 )
 from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, zero_init_output
 from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, make_prior
-from sb3_gitstorm.transformer import CausalTransformer, segment_positions
+from sb3_gitstorm.transformer import CausalTransformer, KVCache, autocast_dtype, segment_positions
 
 ENCODE_CHUNK = 1024  # observations per encoder call when encoding without gradients
 # Images on CPU: 64 frames per call keep every activation of a chunk in cache and every tensor
 # below glibc's mmap threshold (no page faults on each fresh allocation): 1.6-2x faster than 1024.
 CPU_IMAGE_ENCODE_CHUNK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Latents:
+    """Latent tokens ``z`` and the sequence model's ``h`` that goes with them (``h_{t-1}`` for ``z_t``).
+
+    Attributes
+    ----------
+    tokens : th.Tensor
+        Long ``(..., K)``: the classes of ``z``.
+    hidden : th.Tensor
+        ``(..., hidden_dim)``: ``h``, zero at an episode start.
+    num_classes : int
+        ``C``, the classes of each token.
+    """
+
+    tokens: th.Tensor
+    hidden: th.Tensor
+    num_classes: int
+
+    @property
+    def latents(self) -> th.Tensor:
+        """Flat one-hot latents ``(..., K*C)`` (decodable into observations)."""
+        return F.one_hot(self.tokens, self.num_classes).float().flatten(-2)
+
+    @property
+    def features(self) -> th.Tensor:
+        """Actor-critic inputs ``concat(z, h)``, ``(..., K*C + hidden_dim)``."""
+        return th.cat([self.latents, self.hidden], -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelState(Latents):
+    """Where a batch of sequences stands: the current ``z_t``, ``h_{t-1}`` and what the next step needs.
+
+    Attributes
+    ----------
+    cache : KVCache or None
+        Keys and values of the steps behind ``h_{t-1}`` (None: no further steps planned).
+    segment, position : th.Tensor
+        Long ``(B, 1)``: episode segment and in-episode position of step ``t``.
+    """
+
+    cache: KVCache | None
+    segment: th.Tensor
+    position: th.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class ImaginedTrajectory(Latents):
+    """A batch of imagined rollouts of ``H`` steps: states ``s_0 .. s_H`` and the transitions between them.
+
+    ``tokens`` ``(B, H + 1, K)`` and ``hidden`` ``(B, H + 1, hidden_dim)`` hold ``z_t`` and ``h_{t-1}`` of
+    every state (``features`` is the actor-critic input).
+
+    Attributes
+    ----------
+    actions : th.Tensor
+        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``
+        (the given actions themselves in open-loop prediction).
+    rewards, continues : th.Tensor
+        ``(B, H)``: predicted reward and probability that the episode continues after each action.
+    """
+
+    actions: th.Tensor
+    rewards: th.Tensor
+    continues: th.Tensor
+
+
+# Picks the actions of a dream: the state to act in -> (raw action, action the world model takes).
+DreamPolicy = Callable[[ModelState], tuple[th.Tensor, th.Tensor]]
 
 
 class WorldModelLoss(NamedTuple):
@@ -98,10 +176,12 @@ class WorldModel(nn.Module):
         self.observation_space = observation_space
         self.is_image = images
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.action_dim = spaces.flatdim(action_space)  # one-hot size, or the Box's size
         self.obs_shape = tuple(observation_space.shape)
         k, c = config.latent_tokens, config.latent_classes
 
+        self.encoder: nn.Module
+        self.decoder: nn.Module
         if self.is_image:
             channels = self.obs_shape[0]
             image_encoder = ImageEncoder(channels, config.cnn_channels, config.image_size)
@@ -120,12 +200,12 @@ class WorldModel(nn.Module):
             ffn_dim=config.transformer_ffn,
             dropout=config.dropout,
             max_length=config.max_length,
-            latent_classes=config.latent_classes,
+            latent_shape=config.latent_shape,
         )
-        self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, 2))
-        self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, 2)
+        self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, config.head_layers))
+        self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, config.head_layers)
         self.prior = make_prior(prior, config, decode)
-        self.twohot = SymlogTwoHot(config.reward_bins)
+        self.twohot = SymlogTwoHot(config.reward_bins, *config.twohot_range)
 
     # ----------------------------------------------------------------- observations and latents
     def preprocess(self, obs: th.Tensor) -> th.Tensor:
@@ -133,7 +213,7 @@ class WorldModel(nn.Module):
         [0, 1] (channels-last, converted while still uint8), vectors flattened (SB3's ``preprocess_obs``)."""
         if self.is_image:
             return obs.contiguous(memory_format=th.channels_last).float().div_(255.0)
-        return preprocess_obs(obs, self.observation_space).flatten(1)
+        return preprocess_obs(obs, self.observation_space).flatten(1)  # type: ignore[union-attr]  # Box: a tensor
 
     def _flatten_obs(self, obs: th.Tensor) -> tuple[th.Size, th.Tensor]:
         n = len(self.obs_shape)
@@ -202,6 +282,87 @@ class WorldModel(nn.Module):
     def continuation(self, hidden: th.Tensor) -> th.Tensor:
         """Probability that the episode goes on after step ``t``, shape ``hidden.shape[:-1]``."""
         return th.sigmoid(-self.termination_head(hidden).squeeze(-1).float())
+
+    # ------------------------------------------------------------------------ observe, step, dream
+    def observe(self, tokens: th.Tensor, actions: th.Tensor, episode_starts: th.Tensor, horizon: int = 0) -> ModelState:
+        """The state after a real context: ``z_T`` and ``h_{T-1}`` from ``(z_1, a_1) .. (z_{T-1}, a_{T-1})``.
+
+        Parameters
+        ----------
+        tokens : th.Tensor
+            Long ``(B, T, K)``: ``z_1 .. z_T``.
+        actions : th.Tensor
+            ``(B, T - 1)`` indices or ``(B, T - 1, A)`` scaled actions taken at the first ``T - 1`` steps.
+        episode_starts : th.Tensor
+            Bool ``(B, T)``. No step attends across an episode start; if ``z_T`` starts an episode,
+            ``h_{T-1}`` is zero (as at the start of a real episode).
+        horizon : int
+            Imagined steps to follow: the key/value cache gets room for them (0: no cache).
+
+        Returns
+        -------
+        ModelState
+        """
+        batch, context = episode_starts.shape
+        segments, positions = segment_positions(episode_starts)
+        cache = None
+        if horizon > 0:  # stored in the dtype the key/value projections produce (bf16 under autocast)
+            cache = self.transformer.new_cache(batch, context - 1 + horizon, tokens.device, autocast_dtype(tokens.device))
+        hidden = th.zeros(batch, self.transformer.dim, device=tokens.device)
+        if context > 1:
+            inputs = self.sequence_input(self.tokens_to_latent(tokens[:, :-1]), actions)
+            out = self.transformer(inputs, segments[:, :-1], positions[:, :-1], cache)
+            hidden = th.where(episode_starts[:, -1:], hidden, out[:, -1])
+        # Imagined steps belong to the last step's episode and continue its positions.
+        return ModelState(tokens[:, -1], hidden, self.config.latent_classes, cache, segments[:, -1:], positions[:, -1:])
+
+    def step(self, state: ModelState, action: th.Tensor) -> ModelState:
+        """One imagined transition: ``h_t`` from ``(z_t, a_t)`` through the cached sequence model, then
+        ``z_{t+1}`` sampled from the prior ``p(z_{t+1} | h_t)``.
+
+        Parameters
+        ----------
+        state : ModelState
+            From :meth:`observe` (with ``horizon`` > 0) or a previous step; its cache is extended.
+        action : th.Tensor
+            ``(B,)`` indices or ``(B, A)`` scaled actions ``a_t``.
+        """
+        token = self.sequence_input(state.latents, action)[:, None]
+        hidden = self.transformer(token, state.segment, state.position, state.cache)[:, 0]
+        return dataclasses.replace(state, tokens=self.prior.sample(hidden), hidden=hidden, position=state.position + 1)
+
+    def dream(self, start: ModelState, horizon: int, policy: DreamPolicy | th.Tensor) -> ImaginedTrajectory:
+        """Imagine ``horizon`` steps from ``start``.
+
+        Parameters
+        ----------
+        start : ModelState
+            From :meth:`observe` with room for ``horizon`` steps.
+        horizon : int
+            Imagined steps ``H``.
+        policy : callable or th.Tensor
+            A function of the state returning the raw action and the action the world model takes,
+            or the actions themselves, ``(B, H)`` or ``(B, H, A)`` in [-1, 1] (open-loop prediction).
+
+        Returns
+        -------
+        ImaginedTrajectory
+        """
+        states, raw_actions = [start], []
+        for k in range(horizon):
+            raw, action = (policy[:, k], policy[:, k]) if isinstance(policy, th.Tensor) else policy(states[-1])
+            raw_actions.append(raw)
+            states.append(self.step(states[-1], action))
+        # Reward and continuation heads once over all steps: one large batch instead of H small ones.
+        after = th.stack([s.hidden for s in states[1:]], 1)
+        return ImaginedTrajectory(
+            tokens=th.stack([s.tokens for s in states], 1),
+            hidden=th.cat([start.hidden[:, None], after], 1),
+            num_classes=self.config.latent_classes,
+            actions=th.stack(raw_actions, 1),
+            rewards=self.reward(after),
+            continues=self.continuation(after),
+        )
 
     # ---------------------------------------------------------------------------------- loss
     def loss(

@@ -6,7 +6,9 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_gitstorm.actor_critic import ActorCritic, ImaginedTrajectory, ReturnNormalizer, lambda_returns
+from sb3_gitstorm.actor_critic import ActorCritic, ReturnNormalizer, lambda_returns
+from sb3_gitstorm.config import ModelConfig
+from sb3_gitstorm.world_model import ImaginedTrajectory
 
 
 def test_lambda_returns_by_hand() -> None:
@@ -29,12 +31,18 @@ def test_lambda_one_is_monte_carlo_and_zero_is_td() -> None:
 
 
 def test_return_normalizer() -> None:
-    norm = ReturnNormalizer(decay=0.5)
+    norm = ReturnNormalizer(0.5, (0.05, 0.95))
     assert float(norm.update(th.zeros(100))) == 1.0  # small spread: never divides by less than 1
     returns = th.linspace(0, 100, 1001)
     norm.update(returns)
     spread = float(th.quantile(returns, 0.95) - th.quantile(returns, 0.05))
     assert abs(float(norm.scale) - 0.5 * spread) < 1e-3  # 0.5 * 0 + (1 - 0.5) * spread
+
+
+def config(**overrides) -> ModelConfig:
+    """Features of 12: 2 one-hot tokens of 4 classes, then an h of 4."""
+    settings = dict(latent_tokens=2, latent_classes=4, hidden_dim=4, ac_hidden=32, ac_layers=2, reward_bins=63)
+    return ModelConfig.from_size("tiny", **{**settings, **overrides})
 
 
 def trajectory(action_space: spaces.Space, batch: int = 8, horizon: int = 5, features: int = 12) -> ImaginedTrajectory:
@@ -43,19 +51,21 @@ def trajectory(action_space: spaces.Space, batch: int = 8, horizon: int = 5, fea
         actions = th.randint(int(action_space.n), (batch, horizon), generator=gen)
     else:
         actions = th.randn(batch, horizon, action_space.shape[0], generator=gen)
+    tokens, classes = 2, 4  # features: 2 one-hot tokens of 4 classes, then h
     return ImaginedTrajectory(
-        features=th.randn(batch, horizon + 1, features, generator=gen),
+        tokens=th.randint(classes, (batch, horizon + 1, tokens), generator=gen),
+        hidden=th.randn(batch, horizon + 1, features - tokens * classes, generator=gen),
+        num_classes=classes,
         actions=actions,
         rewards=th.rand(batch, horizon, generator=gen),
         continues=th.ones(batch, horizon),
-        latents=th.zeros(batch, horizon + 1, 4),
     )
 
 
 def test_actor_critic_update_moves_towards_returns() -> None:
     for space in (spaces.Discrete(3), spaces.Box(-1.0, 1.0, (2,), np.float32)):
         th.manual_seed(0)
-        ac = ActorCritic(12, space, hidden=32, layers=2, bins=63, unimix=0.01)
+        ac = ActorCritic(config(), space)
         traj = trajectory(space)
         opt = th.optim.Adam(ac.critic.parameters(), lr=1e-2)
         first = ac.loss(traj, 0.9, 0.95, 3e-4)
@@ -71,12 +81,12 @@ def test_actor_critic_update_moves_towards_returns() -> None:
 
 
 def test_continuous_actor_is_bounded_and_discrete_actor_valid() -> None:
-    box = ActorCritic(12, spaces.Box(-1.0, 1.0, (3,), np.float32), 32, 1, 63, 0.01).actor
+    box = ActorCritic(config(ac_layers=1), spaces.Box(-1.0, 1.0, (3,), np.float32)).actor
     raw = box.act(th.randn(1000, 12) * 100)
     action = box.squash(raw)
     assert action.shape == (1000, 3) and float(action.abs().max()) <= 1.0
     assert box.distribution(th.randn(4, 12)).entropy().shape == (4,)
-    disc = ActorCritic(12, spaces.Discrete(4), 32, 1, 63, 0.01).actor
+    disc = ActorCritic(config(ac_layers=1), spaces.Discrete(4)).actor
     a = disc.act(th.randn(1000, 12))
     assert a.shape == (1000,) and int(a.min()) >= 0 and int(a.max()) <= 3
     feats = th.randn(7, 12)
@@ -84,7 +94,7 @@ def test_continuous_actor_is_bounded_and_discrete_actor_valid() -> None:
 
 
 def test_target_critic_follows_slowly() -> None:
-    ac = ActorCritic(12, spaces.Discrete(2), 16, 1, 31, 0.01)
+    ac = ActorCritic(config(ac_hidden=16, ac_layers=1, reward_bins=31), spaces.Discrete(2))
     with th.no_grad():
         for p in ac.critic.parameters():
             p.add_(1.0)

@@ -23,7 +23,7 @@ def test_symlog_inverse() -> None:
 
 
 def test_twohot_encodes_the_exact_value() -> None:
-    twohot = SymlogTwoHot(255)
+    twohot = SymlogTwoHot(255, -20.0, 20.0)
     target = th.tensor([-250.0, -1.0, 0.0, 0.3, 7.0, 1234.0])
     enc = twohot.encode(target)
     assert enc.shape == (6, 255)
@@ -35,7 +35,7 @@ def test_twohot_encodes_the_exact_value() -> None:
 
 
 def test_twohot_loss_is_cross_entropy_against_the_encoding() -> None:
-    twohot = SymlogTwoHot(63)
+    twohot = SymlogTwoHot(63, -20.0, 20.0)
     logits, target = th.randn(5, 63), th.randn(5) * 10
     expected = -(twohot.encode(target) * th.log_softmax(logits, -1)).sum(-1)
     th.testing.assert_close(twohot.loss(logits, target), expected)

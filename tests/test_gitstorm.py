@@ -166,9 +166,10 @@ def test_predict_carries_context_and_resets_on_episode_start(fast_kwargs: dict) 
     # h depends on the context: the same observation gives different features with and without it
     policy = model.policy
     tokens, actions, lengths = (th.as_tensor(x) for x in state)
-    h_with = policy._context_hidden(tokens, actions, lengths)
+    h_with = policy.observe(tokens, actions, lengths, tokens[:, -1]).hidden
     assert bool((h_with[0] != 0).any()) and bool((h_with[1] != 0).any())
-    assert not th.allclose(h_with, policy._context_hidden(tokens, actions, th.zeros_like(lengths)))
+    h_without = policy.observe(tokens, actions, th.zeros_like(lengths), tokens[:, -1]).hidden
+    assert bool((h_without == 0).all())
     # a single (non-vectorised) observation
     action, single_state = model.predict(obs[0])
     assert np.shape(action) == () and single_state[2].tolist() == [1]

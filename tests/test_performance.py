@@ -12,13 +12,13 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_gitstorm import GITSTORM
-from sb3_gitstorm.actor_critic import ActorCritic, ImaginedTrajectory
+from sb3_gitstorm.actor_critic import ActorCritic
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import ModelConfig
-from sb3_gitstorm.imagination import imagine
+from sb3_gitstorm.networks import OneHotLinear
 from sb3_gitstorm.priors import MaskGITPrior
 from sb3_gitstorm.transformer import CausalTransformer, segment_positions
-from sb3_gitstorm.world_model import WorldModel
+from sb3_gitstorm.world_model import ImaginedTrajectory, WorldModel
 from tests.conftest import DotEnv
 from tests.test_buffers import IMAGE, fill
 
@@ -78,7 +78,8 @@ def test_bf16_imagination_stays_close_to_float32() -> None:
     for enabled in (False, True):
         th.manual_seed(1)
         with th.autocast("cpu", dtype=th.bfloat16, enabled=enabled):
-            outs.append(imagine(world_model, None, obs, actions, starts, 6, future_actions=future))
+            start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], starts, horizon=6)
+            outs.append(world_model.dream(start, 6, future))
     assert outs[1].rewards.dtype == th.float32
     th.testing.assert_close(outs[1].continues, outs[0].continues, atol=0.02, rtol=0.0)
 
@@ -131,48 +132,67 @@ def test_throughput_benchmark_runs(tmp_path: pathlib.Path) -> None:
 
 
 def test_onehot_first_layer_matches_the_dense_one() -> None:
-    """Actor and critic give the same losses and gradients whether or not the latent tokens are passed."""
+    """Actor and critic give the same losses and gradients with the one-hot first layer as with the dense one."""
     th.manual_seed(0)
     k, c, rest, batch, horizon = 4, 32, 16, 6, 5
-    tokens = th.randint(c, (batch, horizon + 1, k))
-    latents = th.nn.functional.one_hot(tokens, c).float().flatten(-2)
-    base = dict(
-        features=th.cat([latents, th.randn(batch, horizon + 1, rest)], -1),
+    traj = ImaginedTrajectory(
+        tokens=th.randint(c, (batch, horizon + 1, k)),
+        hidden=th.randn(batch, horizon + 1, rest),
+        num_classes=c,
         actions=th.randint(3, (batch, horizon)),
         rewards=th.rand(batch, horizon),
         continues=th.full((batch, horizon), 0.9),
-        latents=latents,
     )
     results = []
-    for with_tokens in (False, True):
+    for classes in (0, c):  # 0: dense first layers
         th.manual_seed(1)
-        ac = ActorCritic(k * c + rest, spaces.Discrete(3), hidden=32, layers=2, bins=63, unimix=0.01, latent_classes=c)
-        traj = ImaginedTrajectory(**base, tokens=tokens if with_tokens else None)
+        ac = ActorCritic(ModelConfig.from_size("tiny", latent_tokens=k, latent_classes=c, hidden_dim=rest), spaces.Discrete(3))
+        if not classes:  # the same weights, behind plain Linear layers
+            for net in (ac.actor.net, ac.critic.net, ac.target_critic.net):
+                dense = th.nn.Linear(net[0].in_features, net[0].out_features, bias=net[0].bias is not None)
+                dense.load_state_dict(net[0].state_dict())
+                net[0] = dense
         loss = ac.loss(traj, 0.99, 0.95, 1e-3)
         (loss.actor + loss.critic).backward()
         results.append((loss.actor, loss.critic, *(p.grad for p in ac.parameters() if p.grad is not None)))
         with th.no_grad():
-            acted = ac.actor.act(traj.features[:, 0], deterministic=True, tokens=traj.tokens[:, 0] if with_tokens else None)
+            acted = ac.actor.act(traj.features[:, 0], deterministic=True)
         results[-1] += (acted,)
     for a, b in zip(*results, strict=True):
         th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_onehot_linear_matches_the_dense_one() -> None:
+    """embedding_bag without an input gradient, the dense product with one: same outputs and weight gradients."""
+    th.manual_seed(0)
+    k, c, rest = 4, 32, 5
+    layer = OneHotLinear(k * c + rest, 8, (k, c))
+    x = th.cat([th.nn.functional.one_hot(th.randint(c, (6, 3, k)), c).float().flatten(-2), th.randn(6, 3, rest)], -1)
+    fast = layer(x)
+    (fast.square().sum()).backward()
+    fast_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    dense_input = x.clone().requires_grad_()
+    dense = layer(dense_input)
+    (dense.square().sum()).backward()
+    assert dense_input.grad is not None  # the straight-through latents of the world-model loss need it
+    th.testing.assert_close(fast, dense.detach(), rtol=1e-4, atol=1e-5)
+    for a, b in zip(fast_grads, layer.parameters(), strict=True):
+        th.testing.assert_close(a, b.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_onehot_stem_matches_the_dense_one() -> None:
-    """The sequence model gives the same h whether or not it is told the latent classes, cached or not."""
+    """The sequence model gives the same h through the one-hot stem as through the dense one, cached or not."""
     th.manual_seed(0)
     k, c, extra = 4, 32, 3
-    net = CausalTransformer(k * c + extra, dim=32, layers=1, heads=2, ffn_dim=32, dropout=0.0, max_length=16, latent_classes=c)
+    net = CausalTransformer(k * c + extra, dim=32, layers=1, heads=2, ffn_dim=32, dropout=0.0, max_length=16, latent_shape=(k, c))
     tokens = th.randint(c, (5, 9, k))
     inputs = th.cat([th.nn.functional.one_hot(tokens, c).float().flatten(-2), th.randn(5, 9, extra)], -1)
     segments, positions = segment_positions(th.zeros(5, 9, dtype=th.bool))
+    dense = net(inputs.clone().requires_grad_(), segments, positions).detach()  # an input gradient: the dense stem
     with th.no_grad():
-        dense = net(inputs, segments, positions)
-        th.testing.assert_close(net(inputs, segments, positions, tokens=tokens), dense, rtol=1e-4, atol=1e-5)
+        th.testing.assert_close(net(inputs, segments, positions), dense, rtol=1e-4, atol=1e-5)
         cache = net.new_cache(5, 9, inputs.device)
-        first = net(inputs[:, :6], segments[:, :6], positions[:, :6], cache, tokens[:, :6])
-        rest = [
-            net(inputs[:, t : t + 1], segments[:, t : t + 1], positions[:, t : t + 1], cache, tokens[:, t : t + 1])
-            for t in range(6, 9)
-        ]
+        first = net(inputs[:, :6], segments[:, :6], positions[:, :6], cache)
+        rest = [net(inputs[:, t : t + 1], segments[:, t : t + 1], positions[:, t : t + 1], cache) for t in range(6, 9)]
     th.testing.assert_close(th.cat([first, *rest], 1), dense, rtol=1e-4, atol=1e-5)

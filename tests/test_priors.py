@@ -201,6 +201,7 @@ def test_chunked_maskgit_learns_token_dependencies() -> None:
     assert float(chain) < 1.5 * math.log(C) and float(one_shot) > 0.8 * K * math.log(C)
 
 
+@pytest.mark.filterwarnings("ignore:draft-and-revise with several chunks")
 @pytest.mark.parametrize("schedule, expected_token", [("reference", 0), ("decode", 1), ("cosine", 1)])
 def test_maskgit_training_masks_only_the_visible_source(schedule: str, expected_token: int) -> None:
     """Masked positions carry [MASK]; the visible tokens are z_t's ("reference") or z_{t+1}'s."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import pathlib
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.world_model import WorldModel
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 CFG = ModelConfig.from_size("tiny")
 IMAGE = spaces.Box(0, 255, (3, 64, 64), np.uint8)
@@ -83,22 +87,25 @@ def test_imagination_shapes_and_cache_equivalence(prior: str) -> None:
     th.manual_seed(0)
     action_space = spaces.Box(-1, 1, (2,), np.float32)
     wm = WorldModel(IMAGE, action_space, CFG, prior, True).eval()
-    actor = Actor(CFG.feature_dim, action_space, 16, 1, 0.01)
+    actor = Actor(CFG.feature_dim, action_space, 16, 1, 0.01, CFG.actor_std_range)
     obs, actions, _, starts = batch(IMAGE, action_space, b=5, length=4)
     starts[1, -1] = True  # a context whose last step starts an episode: h_{T-1} must be zero
+    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
     runs = []
-    for use_cache in (True, False):
+    for rollout in (imagine, throughput.naive_imagine):  # with the cache, and recomputing the history
         th.manual_seed(1)
-        runs.append(imagine(wm, actor, obs, actions, starts, horizon=6, use_kv_cache=use_cache))
+        runs.append(rollout(wm, actor, obs, actions, starts, horizon=6))
     traj = runs[0]
     assert traj.features.shape == (5, 7, CFG.feature_dim)
     assert traj.actions.shape == (5, 6, 2) and traj.rewards.shape == (5, 6) and traj.continues.shape == (5, 6)
-    assert traj.latents.shape == (5, 7, CFG.latent_dim)
+    assert traj.latents.shape == (5, 7, CFG.latent_dim) and traj.hidden.shape == (5, 7, CFG.hidden_dim)
     assert bool(((traj.continues >= 0) & (traj.continues <= 1)).all())
     assert bool((traj.features[1, 0, CFG.latent_dim :] == 0).all())
     assert bool((traj.features[2, 0, CFG.latent_dim :] != 0).any())
-    for a, b in zip(runs[0], runs[1], strict=True):
-        th.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for name in ("tokens", "hidden", "actions", "rewards", "continues"):
+        th.testing.assert_close(getattr(runs[0], name), getattr(runs[1], name), rtol=1e-4, atol=1e-5)
 
 
 def test_open_loop_imagination_takes_the_given_actions() -> None:
@@ -106,10 +113,12 @@ def test_open_loop_imagination_takes_the_given_actions() -> None:
     wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "maskgit", False).eval()
     obs, actions, _, starts = batch(VECTOR, spaces.Discrete(3), b=4, length=5)
     future = th.randint(3, (4, 6))
-    traj = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=future)
+
+    def dream(future: th.Tensor):
+        th.manual_seed(1)
+        return wm.dream(wm.observe(wm.sample_tokens(obs), actions[:, :-1], starts, horizon=6), 6, future)
+
+    traj = dream(future)
     assert th.equal(traj.actions, future)
-    th.manual_seed(1)
-    a = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=future)
-    th.manual_seed(1)
-    b = imagine(wm, None, obs, actions, starts, horizon=6, future_actions=(future + 1) % 3)
+    a, b = dream(future), dream((future + 1) % 3)
     assert not th.allclose(a.continues, b.continues)  # the actions drive the predictions

@@ -27,7 +27,7 @@ import gymnasium as gym
 from gymnasium.wrappers import AtariPreprocessing
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "storm": dict(repeat_action_probability=0.25, noop_max=0, full_action_space=True),
@@ -84,7 +84,7 @@ def make_atari_env(
     training: bool = True,
     full_action_space: bool | None = None,
     monitor_dir: str | None = None,
-    vec_env_cls: type[VecEnv] | None = None,
+    vec_env_cls: type[DummyVecEnv | SubprocVecEnv] | None = None,
     vec_env_kwargs: dict[str, Any] | None = None,
 ) -> VecEnv:
     """Vectorised Atari environments for ``CnnPolicy`` (SB3 transposes the HxWxC images itself).

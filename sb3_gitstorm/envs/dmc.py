@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import AddRenderObservation, FlattenObservation, TransformAction, TransformObservation
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 # The tasks of DreamerV3's DMC benchmark, which the GIT-STORM paper's DMC experiments follow.
 DMC_TASKS: tuple[str, ...] = (
@@ -153,6 +153,7 @@ def make_dmc(
         render_kwargs["render_flag_overrides"] = {"shadow": False}
     env: gym.Env = DmControlCompatibilityV0(dm_env, render_mode="rgb_array", render_kwargs=render_kwargs)
     env = RepeatAction(env, ACTION_REPEAT)
+    assert isinstance(env.action_space, spaces.Box)  # DMC actions are bounded Boxes
     low, high = env.action_space.low, env.action_space.high
     # Float32 actions in [-1, 1], as SB3 expects, mapped onto the task's float64 bounds.
     env = TransformAction(
@@ -175,7 +176,7 @@ def make_dmc_env(
     camera_id: int | None = None,
     fast_render: bool = False,
     monitor_dir: str | None = None,
-    vec_env_cls: type[VecEnv] | None = None,
+    vec_env_cls: type[DummyVecEnv | SubprocVecEnv] | None = None,
     vec_env_kwargs: dict[str, Any] | None = None,
 ) -> VecEnv:
     """Vectorised DMC environments: pixels for ``CnnPolicy`` or vectors for ``MlpPolicy``.

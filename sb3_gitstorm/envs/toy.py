@@ -11,7 +11,7 @@ half of the frame, so a good policy walks right and stays there.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,7 @@ class JumpingDotEnv(gym.Env):
         Episodes are truncated after this many steps (there is no termination).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012  # gymnasium.Env declares it
 
     def __init__(
         self, size: int = 32, cells: int = 8, jump: int = 2, max_steps: int = 100, render_mode: str | None = None

@@ -12,15 +12,10 @@ def make_prior(name: str, config: ModelConfig, decode: DecodeSchedule = PAPER_DE
     ``decode`` is the MaskGIT prior's draft-and-revise schedule in imagination (the MLP prior samples
     in one shot and ignores it).
     """
-    common = dict(
-        hidden_dim=config.hidden_dim,
-        num_tokens=config.latent_tokens,
-        num_classes=config.latent_classes,
-        unimix=config.unimix,
-    )
+    common = (config.hidden_dim, config.latent_tokens, config.latent_classes, config.unimix)
     if name == "maskgit":
         return MaskGITPrior(
-            **common,
+            *common,
             dim=config.maskgit_dim,
             layers=config.maskgit_layers,
             heads=config.maskgit_heads,
@@ -29,7 +24,7 @@ def make_prior(name: str, config: ModelConfig, decode: DecodeSchedule = PAPER_DE
             decode=decode,
         )
     if name == "mlp":
-        return MLPPrior(**common)
+        return MLPPrior(*common)
     raise ValueError(f"Unknown prior {name!r}; choose one of {PRIORS}")
 
 

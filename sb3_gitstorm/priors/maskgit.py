@@ -27,6 +27,7 @@ masked is the *training schedule* (``ModelConfig.maskgit_schedule``):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch as th
@@ -172,6 +173,13 @@ class MaskGITPrior(LatentPrior):
         if hidden_dim % num_tokens != 0:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of num_tokens ({num_tokens})")
         decode.check(num_tokens)
+        if schedule == "reference" and not decode.one_pass:
+            warnings.warn(
+                "draft-and-revise with several chunks conditions the MaskGIT prior on tokens of z_{t+1}, but "
+                "maskgit_schedule='reference' (the authors' code) trains it with tokens of z_t visible; "
+                "the default maskgit_schedule='decode' trains it the way it decodes",
+                stacklevel=2,
+            )
         self.mask_id = num_classes
         self.schedule, self.decode = schedule, decode
         self.chunk = hidden_dim // num_tokens

@@ -70,9 +70,9 @@ def default_conf_file(algo: str, env_id: str) -> str | None:
 rl_zoo3.ALGOS.setdefault("gitstorm", GITSTORM)
 HYPERPARAMS_SAMPLER.setdefault("gitstorm", sample_gitstorm_params)
 # The sampled names are GITSTORM's own arguments: nothing to convert when loading a trial.
-HYPERPARAMS_CONVERTER.setdefault("gitstorm", dict)
+HYPERPARAMS_CONVERTER.setdefault("gitstorm", lambda sampled_params: dict(sampled_params))
 
 # rl_zoo3 recognises Atari by ALE's entry point; ours wraps ALE with the paper's preprocessing.
 _ATARI_IDS = frozenset(atari_id(game) for game in ATARI_100K_GAMES)
 _is_ale = ExperimentManager.is_atari
-ExperimentManager.is_atari = staticmethod(lambda env_id: env_id in _ATARI_IDS or _is_ale(env_id))
+ExperimentManager.is_atari = staticmethod(lambda env_id: env_id in _ATARI_IDS or _is_ale(env_id))  # type: ignore[method-assign]

@@ -2,8 +2,8 @@
 
 Held-out episodes are recorded with a fixed policy and cut into windows of ``context + horizon``
 frames. In every window the world model encodes the ``context`` real frames and imagines the next
-``horizon`` steps *open loop* with the real actions (:func:`~sb3_gitstorm.imagination.imagine` with
-``future_actions``); the decoded frames, rewards and terminations are compared with the real ones,
+``horizon`` steps *open loop* with the real actions (:meth:`~sb3_gitstorm.world_model.WorldModel.dream`);
+the decoded frames, rewards and terminations are compared with the real ones,
 step by step. The latent-space metrics are:
 
 - prior perplexity: ``exp`` of the mean entropy of the prior ``p(z_{t+1} | h_t)`` as imagination
@@ -35,8 +35,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import maybe_transpose
 
 from sb3_gitstorm.distributions import categorical_kl, symexp
+from sb3_gitstorm.dreams import rgb
 from sb3_gitstorm.gitstorm import GITSTORM
-from sb3_gitstorm.imagination import imagine
 
 # ------------------------------------------------------------------------------------------- metrics
 
@@ -156,12 +156,6 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return gaussian_frechet_distance(*stats)
 
 
-def display_frames(frames: th.Tensor) -> th.Tensor:
-    """Frames ``(..., C, H, W)`` to RGB ``(..., 3, H, W)``: RGB stays, anything else shows its last channel
-    in grey (a grey frame, or the newest frame of a channel-stacked frame stack)."""
-    return frames if frames.shape[-3] == 3 else frames[..., -1:, :, :].expand(*frames.shape[:-3], 3, *frames.shape[-2:])
-
-
 class I3DFeatures:
     """Clip features for FVD from an I3D TorchScript file.
 
@@ -186,7 +180,7 @@ class I3DFeatures:
     @th.no_grad()
     def __call__(self, videos: th.Tensor) -> th.Tensor:
         """Features ``(B, D)`` of clips ``(B, T, C, H, W)`` with values in [0, 1]."""
-        clips = display_frames(videos).permute(0, 2, 1, 3, 4).float().mul(255.0).to(self.device)
+        clips = rgb(videos).permute(0, 2, 1, 3, 4).float().mul(255.0).to(self.device)
         return self.detector(clips, rescale=True, resize=True, return_features=True).float().cpu()
 
 
@@ -238,7 +232,10 @@ def collect_episode(env: gym.Env, policy: BaseAlgorithm | None = None, seed: int
     obs, _ = env.reset(seed=seed)
     if seed is not None:
         env.action_space.seed(seed)
-    observations, actions, rewards, terminations = [obs], [], [], []
+    observations: list[Any] = [obs]
+    actions: list[Any] = []
+    rewards: list[float] = []
+    terminations: list[bool] = []
     state, done = None, False
     while not done:
         if policy is None:
@@ -249,7 +246,7 @@ def collect_episode(env: gym.Env, policy: BaseAlgorithm | None = None, seed: int
         done = terminated or truncated
         observations.append(obs)
         actions.append(action)
-        rewards.append(reward)
+        rewards.append(float(reward))
         terminations.append(terminated)
     return Episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32), np.asarray(terminations, bool))
 
@@ -303,7 +300,7 @@ def gather_windows(episodes: list[Episode], starts: list[tuple[int, int]], conte
 # ---------------------------------------------------------------------------------- open-loop metrics
 
 
-def check_compatible(model: GITSTORM, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+def check_compatible(model: GITSTORM, observation_space: spaces.Box, action_space: spaces.Space) -> None:
     """Raise a ValueError unless ``model`` takes the observations and actions of this environment."""
     sample = np.zeros(observation_space.shape, observation_space.dtype)
     if maybe_transpose(sample, model.observation_space).shape != model.observation_space.shape:
@@ -363,9 +360,7 @@ class OpenLoopEvaluator:
     ) -> None:
         if context < 1 or horizon < 1 or samples < 1:
             raise ValueError(f"context, horizon and samples must be >= 1, got {context}, {horizon}, {samples}")
-        max_length = model.policy.config.max_length
-        if context - 1 + horizon > max_length:
-            raise ValueError(f"context - 1 + horizon ({context - 1 + horizon}) exceeds the model's max_length ({max_length})")
+        model.policy.config.check_sequence_length("context - 1 + horizon", context - 1 + horizon)
         if context - 1 + horizon > model.batch_length:
             warnings.warn(
                 f"context - 1 + horizon ({context - 1 + horizon}) is longer than the model's training windows "
@@ -413,18 +408,10 @@ class OpenLoopEvaluator:
         def repeat(x: th.Tensor) -> th.Tensor:  # each window ``samples`` times, samples of a window adjacent
             return x.repeat_interleave(s, 0)
 
-        trajectory = imagine(
-            wm,
-            None,
-            repeat(obs[:, :c]),
-            repeat(actions[:, :c]),
-            repeat(starts),
-            h,
-            future_actions=repeat(actions[:, c - 1 :]),
-        )
-        # State k + 1 holds the latent drawn from the prior at h_{t+k}, which its features also carry.
-        latents = trajectory.latents[:, 1:]
-        hidden = trajectory.features[:, 1:, wm.config.latent_dim :]
+        start = wm.observe(wm.sample_tokens(repeat(obs[:, :c])), repeat(actions[:, : c - 1]), repeat(starts), h)
+        trajectory = wm.dream(start, h, repeat(actions[:, c - 1 :]))
+        # State k + 1 holds the latent drawn from the prior at h_{t+k}, and h_{t+k} itself.
+        latents, hidden = trajectory.latents[:, 1:], trajectory.hidden[:, 1:]
         posterior = wm.posterior(obs[:, c:])
         modes = wm.tokens_to_latent(posterior.argmax(-1))
         prior = wm.prior.imagination_log_probs(hidden.reshape(-1, hidden.shape[-1]), repeat(posterior.argmax(-1)).flatten(0, 1))
@@ -536,7 +523,7 @@ def rollout_pictures(prediction: OpenLoopPrediction, windows: int = 2) -> tuple[
         the real frame above the imagined ones, one column per window.
     """
     rows = th.cat([prediction.real[:windows, None], prediction.predicted[:windows]], 1)  # (W, 1 + S, H, C, h, w)
-    images = display_frames(rows).mul(255).round().to(th.uint8).permute(0, 1, 2, 4, 5, 3).cpu().numpy()
+    images = rgb(rows).mul(255).round().to(th.uint8).permute(0, 1, 2, 4, 5, 3).cpu().numpy()
     window_gap = 8  # wider than the gap between frames, so the blocks of different windows stand apart
     strip = tile(np.stack([tile(block) for block in images])[:, None], window_gap)
     frames = [tile(np.stack([tile(block[:, t, None]) for block in images])[None], window_gap) for t in range(images.shape[2])]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sb3_gitstorm.benchmark.config import load_config, plan
-from sb3_gitstorm.benchmark.report import Report
-from sb3_gitstorm.benchmark.sweep import Sweep
+from sb3_gitstorm.comparison.report import Report
+from sb3_gitstorm.comparison.sweep import Sweep
+from sb3_gitstorm.comparison.sweep_config import load_config, plan
 
 
 def main(argv: list[str] | None = None) -> int:

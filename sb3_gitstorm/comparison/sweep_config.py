@@ -1,4 +1,4 @@
-"""Benchmark configuration: which environments, algorithms, seeds, budgets and evaluations to run.
+"""Sweep configuration: which environments, algorithms, seeds, budgets and evaluations to run.
 
 A configuration is a YAML file (see ``benchmarks/configs/``)::
 
@@ -254,7 +254,8 @@ def action_space(env: EnvSettings) -> spaces.Space:
 
 def plan(config: BenchmarkConfig) -> tuple[list[RunSpec], list[Skip]]:
     """Every run of the sweep, and the (environment, algorithm) pairs skipped for their action space."""
-    runs, skipped = [], []
+    runs: list[RunSpec] = []
+    skipped: list[Skip] = []
     for env in config.envs:
         space = action_space(env)
         for algo in config.algorithms:

@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 import sb3_gitstorm
-from sb3_gitstorm.benchmark.config import BenchmarkConfig, EnvSettings, RunSpec, env_slug
-from sb3_gitstorm.benchmark.runner import random_policy_score, train_and_evaluate
+from sb3_gitstorm.comparison.runner import random_policy_score, train_and_evaluate
+from sb3_gitstorm.comparison.sweep_config import BenchmarkConfig, EnvSettings, RunSpec, env_slug
 from sb3_gitstorm.save_util import atomic_write
 
 # How long the sweep waits for a finished task before it reads the queue again (seconds).
@@ -164,7 +164,7 @@ class Sweep:
     config : BenchmarkConfig
         The configuration.
     runs : list of RunSpec
-        Every run of the sweep (see :func:`~sb3_gitstorm.benchmark.config.plan`).
+        Every run of the sweep (see :func:`~sb3_gitstorm.comparison.sweep_config.plan`).
     out : Path
         Output folder.
     console : Console
@@ -198,12 +198,12 @@ class Sweep:
         handlers: dict[Future, Callable[[Future], None]] = {}
         for env in self.random_todo:
             future = executor.submit(random_policy_score, env.env_id, env.env_kwargs, env.eval_episodes, num_cpus=1)
-            handlers[future] = lambda future, env=env: self._random_done(env, future)
+            handlers[future] = lambda future, env=env: self._random_done(env, future)  # type: ignore[misc]
         for spec in self.todo:
             future = executor.submit(
                 train_and_evaluate, spec, self.config.device, executor.threads, executor.queue, **self.config.resources
             )
-            handlers[future] = lambda future, spec=spec: self._run_done(spec, future)
+            handlers[future] = lambda future, spec=spec: self._run_done(spec, future)  # type: ignore[misc]
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console) as self.progress:

@@ -1,4 +1,4 @@
-"""World-model quality metrics: PSNR / SSIM / Fréchet distance / perplexity, windows, and the evaluation script."""
+"""World-model quality metrics: PSNR / SSIM / Fréchet distance / perplexity, windows, and the world_model_eval.py script."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch as th
 from PIL import Image
 
 from sb3_gitstorm import GITSTORM
-from sb3_gitstorm.evaluation import (
+from sb3_gitstorm.world_model_metrics import (
     Episode,
     OpenLoopEvaluator,
     collect_episode,

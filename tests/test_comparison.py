@@ -10,10 +10,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from sb3_gitstorm.benchmark.compare import main
-from sb3_gitstorm.benchmark.config import load_config, parse_config, plan
-from sb3_gitstorm.benchmark.report import Report, aggregate_metrics, curve_band, improvement_probabilities, normalization
-from sb3_gitstorm.benchmark.sweep import RunStore, Sweep
+from sb3_gitstorm.comparison.compare import main
+from sb3_gitstorm.comparison.report import Report, aggregate_metrics, curve_band, improvement_probabilities, normalization
+from sb3_gitstorm.comparison.sweep import RunStore, Sweep
+from sb3_gitstorm.comparison.sweep_config import load_config, parse_config, plan
 from sb3_gitstorm.envs import ATARI_100K_GAMES, DMC_TASKS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "benchmarks" / "configs"

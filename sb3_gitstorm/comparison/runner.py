@@ -22,7 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
-from sb3_gitstorm.benchmark.config import ALGORITHMS, RunSpec
+from sb3_gitstorm.comparison.sweep_config import ALGORITHMS, RunSpec
 from sb3_gitstorm.zoo import default_conf_file
 
 # Seconds between two progress messages of a run (each is a queue round trip, an actor call with Ray).
@@ -61,7 +61,7 @@ class LearningCurve(BaseCallback):
     def _evaluate(self) -> None:
         sync_envs_normalization(self.training_env, self.eval_env)  # VecNormalize statistics, as SB3's EvalCallback
         mean, std = evaluate_policy(self.model, self.eval_env, self.episodes, deterministic=self.deterministic, warn=False)
-        point = {"step": self.num_timesteps, "mean_return": float(mean), "std_return": float(std)}
+        point = {"step": self.num_timesteps, "mean_return": float(mean), "std_return": float(std)}  # type: ignore[arg-type]
         self.points.append(point)
         self.queue.put((self.name, "point", point))
         self._next_eval = (self.num_timesteps // self.interval + 1) * self.interval
@@ -143,7 +143,13 @@ class RandomPolicy:
         self.action_space = action_space
         self.action_space.seed(seed)
 
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         return np.stack([self.action_space.sample() for _ in range(len(observation))]), None
 
 
@@ -154,4 +160,4 @@ def random_policy_score(env_id: str, env_kwargs: dict[str, Any], episodes: int, 
         mean, std = evaluate_policy(RandomPolicy(env.action_space, seed), env, episodes, warn=False)
     finally:
         env.close()
-    return {"mean_return": float(mean), "std_return": float(std), "episodes": episodes}
+    return {"mean_return": float(mean), "std_return": float(std), "episodes": episodes}  # type: ignore[arg-type]

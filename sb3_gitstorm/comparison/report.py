@@ -4,7 +4,7 @@ Normalisation maps a return ``R`` to ``(R - random) / (reference - random)``: 0 
 policy, 1 the reference. Atari 100k games use the published random and human scores (human-normalised
 scores, :func:`sb3_gitstorm.envs.human_normalized_score`); other environments use the configuration's
 ``random`` (else the return of uniformly random actions, which the sweep measures) and ``reference``
-(else :data:`~sb3_gitstorm.benchmark.config.REFERENCE_RETURNS`).
+(else :data:`~sb3_gitstorm.comparison.sweep_config.REFERENCE_RETURNS`).
 
 A run's score is its last evaluation (at the end of its budget). Aggregates follow Agarwal et al.,
 "Deep RL at the Edge of the Statistical Precipice" (NeurIPS 2021), with ``rliable``: IQM, mean and
@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 from rliable import library as rly
 from rliable import metrics
 
-from sb3_gitstorm.benchmark.config import BenchmarkConfig, EnvSettings, RunSpec, Skip, atari_game
-from sb3_gitstorm.benchmark.sweep import RunStore
+from sb3_gitstorm.comparison.sweep import RunStore
+from sb3_gitstorm.comparison.sweep_config import BenchmarkConfig, EnvSettings, RunSpec, Skip, atari_game
 from sb3_gitstorm.envs import ATARI_100K_SCORES, human_normalized_score
 from sb3_gitstorm.save_util import atomic_write
 

@@ -94,8 +94,8 @@ class Sampler(BaseCallback):
         steps = self.model.num_timesteps
         elapsed = now - self.last_time
         sps = (steps - self.last_steps) / elapsed if self.last_steps is not None and elapsed > 0 else None
-        buffer = self.model.replay_buffer
-        row = dict(event=event, t=now - self.start, steps=steps, rss_mib=rss_mib(), sps=sps, buffer_full=bool(buffer.full), **extra)
+        full = bool(self.model.replay_buffer.full)
+        row = dict(event=event, t=now - self.start, steps=steps, rss_mib=rss_mib(), sps=sps, buffer_full=full, **extra)
         self.log.write(json.dumps(row) + "\n")
         self.log.flush()
         self.last_time, self.last_steps = now, steps

@@ -44,7 +44,7 @@ from sb3_gitstorm.config import PRIORS
 from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
-from sb3_gitstorm.save_util import atomic_write
+from sb3_gitstorm.save_util import atomic_write, get_rng_states, set_rng_states
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
 
@@ -228,6 +228,9 @@ class GITSTORM(OffPolicyAlgorithm):
         self.use_kv_cache = True
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
+        # (num_timesteps, random-generator states) at the start of the step in progress, for save().
+        self._step_start: tuple[int, dict[str, Any]] | None = None
+        self._rng_states: dict[str, Any] | None = None  # only set in a saved file
         if _init_setup_model:
             self._setup_model()
 
@@ -274,6 +277,9 @@ class GITSTORM(OffPolicyAlgorithm):
                 **self.replay_buffer_kwargs,
             )
         self._convert_train_freq()
+        if self._rng_states is not None:  # a loaded checkpoint: continue its random streams, not the seed's
+            set_rng_states(self._rng_states, self.action_space)
+            self._rng_states = None
 
     def _check_hyperparameters(self) -> None:
         max_length = self.policy.config.max_length
@@ -323,7 +329,7 @@ class GITSTORM(OffPolicyAlgorithm):
             )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_policy_state"]
+        return [*super()._excluded_save_params(), "_policy_state", "_step_start"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         names = ["policy", "policy.world_model_optimizer", "policy.actor_optimizer", "policy.critic_optimizer"]
@@ -371,6 +377,7 @@ class GITSTORM(OffPolicyAlgorithm):
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
+        self._step_start = (self.num_timesteps, get_rng_states(self.action_space))
         if self.num_timesteps < learning_starts:
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
@@ -398,6 +405,7 @@ class GITSTORM(OffPolicyAlgorithm):
         replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
         self._last_obs = new_obs
         self._last_episode_starts = dones
+        self._step_start = None
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         """3-5. World-model update, imagination, actor-critic update; ``gradient_steps`` times."""
@@ -540,8 +548,21 @@ class GITSTORM(OffPolicyAlgorithm):
         exclude: Any = None,
         include: Any = None,
     ) -> None:
-        """Save the model to a zip file, atomically (an interrupted save keeps the previous file)."""
-        atomic_write(path, "zip", lambda target: super(GITSTORM, self).save(target, exclude, include))
+        """Save the model to a zip file, atomically (an interrupted save keeps the previous file).
+
+        The file holds the states of the random generators too (:func:`~sb3_gitstorm.save_util.get_rng_states`),
+        which ``load`` restores, so that a resumed run draws what the uninterrupted one would have.
+        SB3 calls callbacks (e.g. ``CheckpointCallback``) after a step's environment step and before
+        its transition is stored; saved there, the file holds the state at the start of that step
+        (``num_timesteps`` one step lower, the generators before its action), and the resumed run
+        takes that step again.
+        """
+        num_timesteps = self.num_timesteps
+        self.num_timesteps, self._rng_states = self._step_start or (num_timesteps, get_rng_states(self.action_space))
+        try:
+            atomic_write(path, "zip", lambda target: super(GITSTORM, self).save(target, exclude, include))
+        finally:
+            self.num_timesteps, self._rng_states = num_timesteps, None
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically."""

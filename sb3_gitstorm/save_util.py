@@ -1,12 +1,18 @@
-"""Atomic writes for checkpoints and replay buffers."""
+"""Atomic writes for checkpoints and replay buffers; the random-generator states a checkpoint resumes."""
 
 from __future__ import annotations
 
 import io
 import os
 import pathlib
+import random
 import tempfile
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
 
 
 def atomic_write(
@@ -56,3 +62,42 @@ def _file_mode(path: pathlib.Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def get_rng_states(action_space: spaces.Space) -> dict[str, Any]:
+    """The states of every random generator GITSTORM training draws from.
+
+    Python's and NumPy's global generators (replay sampling), torch's on the CPU and, once used, on
+    CUDA (sampling in the networks, dropout) and the action space's (the random warm-up actions).
+
+    Parameters
+    ----------
+    action_space : spaces.Space
+        The training action space.
+
+    Returns
+    -------
+    dict
+        Picklable states, for :func:`set_rng_states`.
+    """
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": th.get_rng_state(),
+        "torch_cuda": th.cuda.get_rng_state_all() if th.cuda.is_initialized() else [],
+        "action_space": action_space.np_random.bit_generator.state,
+    }
+
+
+def set_rng_states(states: dict[str, Any], action_space: spaces.Space) -> None:
+    """Restore the states of :func:`get_rng_states`.
+
+    The CUDA states are restored only on a machine with the same number of CUDA devices (a
+    checkpoint from a GPU run loaded on a CPU keeps the rest).
+    """
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    th.set_rng_state(states["torch"])
+    if states["torch_cuda"] and th.cuda.is_available() and th.cuda.device_count() == len(states["torch_cuda"]):
+        th.cuda.set_rng_state_all(states["torch_cuda"])
+    action_space.np_random.bit_generator.state = states["action_space"]

@@ -87,13 +87,13 @@ class Sampler(BaseCallback):
     def __init__(self, log: Any, interval: float, deadline: float, start: float) -> None:
         super().__init__()
         self.log, self.interval, self.deadline, self.start = log, interval, deadline, start
-        self.last_time, self.last_steps = time.monotonic(), None
+        self.last_time, self.last_steps = time.monotonic(), 0
 
     def record(self, event: str, **extra: Any) -> None:
+        """Append a record; only ``sample`` records carry the steps per second since the previous record."""
         now = time.monotonic()
         steps = self.model.num_timesteps
-        elapsed = now - self.last_time
-        sps = (steps - self.last_steps) / elapsed if self.last_steps is not None and elapsed > 0 else None
+        sps = (steps - self.last_steps) / (now - self.last_time) if event == "sample" else None
         full = bool(self.model.replay_buffer.full)
         row = dict(event=event, t=now - self.start, steps=steps, rss_mib=rss_mib(), sps=sps, buffer_full=full, **extra)
         self.log.write(json.dumps(row) + "\n")
@@ -128,6 +128,7 @@ def worker(args: argparse.Namespace) -> None:
                 model.learn(args.reload_every, callback=[checkpoint, sampler], reset_num_timesteps=False)
                 if time.monotonic() >= deadline:
                     break
+                paused = time.monotonic()
                 mean_return, _ = evaluate_policy(model, eval_env, n_eval_episodes=args.eval_episodes)
                 steps = model.num_timesteps
                 model = GITSTORM.load(checkpoints / f"rl_model_{steps}_steps.zip", env=env)
@@ -135,7 +136,7 @@ def worker(args: argparse.Namespace) -> None:
                 for path in checkpoints.iterdir():  # keep the disk flat too
                     path.unlink()
                 sampler.init_callback(model)
-                sampler.record("reload", eval_return=float(mean_return))
+                sampler.record("reload", eval_return=float(mean_return), seconds=time.monotonic() - paused)
             sampler.record("end")
         except Exception:
             log.write(json.dumps(dict(event="error", t=time.monotonic() - start, error=traceback.format_exc())) + "\n")
@@ -157,6 +158,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         rss_max_mib=rss.max(),
         rss_end_mib=rss[-1],
         reloads=sum(r["event"] == "reload" for r in rows),
+        reload_seconds_max=max((r["seconds"] for r in rows if r["event"] == "reload"), default=None),
         eval_returns=[r["eval_return"] for r in rows if r["event"] == "reload"],
         error=errors[0] if errors else None,
     )
@@ -252,7 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=60.0, help="training time of each policy")
     parser.add_argument("--out", default="soak", help="output folder")
     parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=["cnn", "mlp"])
-    parser.add_argument("--buffer-size", type=int, default=2000, help="replay capacity: small, so that it fills early")
+    parser.add_argument("--buffer-size", type=int, default=1000, help="replay capacity: small, so that it fills early")
     parser.add_argument("--reload-every", type=int, default=1000, help="steps between checkpoint / evaluation / reload")
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--eval-episodes", type=int, default=2)

@@ -42,6 +42,7 @@ from sb3_gitstorm.actor_critic import ImaginedTrajectory
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.config import PRIORS
 from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
+from sb3_gitstorm.guards import DivergenceGuard
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
 from sb3_gitstorm.save_util import atomic_write, get_rng_states, set_rng_states
@@ -110,6 +111,11 @@ class GITSTORM(OffPolicyAlgorithm):
         Draft-and-revise schedule of the MaskGIT prior in imagination (paper: 1, 1, 1).
     world_model_max_grad_norm, actor_critic_max_grad_norm : float
         Gradient-norm clips (1000 and 100).
+    max_nonfinite_skips : int
+        Divergence guard: an update whose loss or gradient is NaN or infinite is skipped (the weights
+        and optimiser states stay as they were) and counted (``train/skipped_world_model_updates``,
+        ``train/skipped_actor_critic_updates``); after this many skipped world-model or actor-critic
+        updates in a row, training stops with a ``RuntimeError`` that names what was not finite.
     replay_buffer_kwargs : dict, optional
         Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`, e.g.
         ``dict(on_device=True)`` to keep the replay on the GPU (no host-to-device copy per batch).
@@ -168,6 +174,7 @@ class GITSTORM(OffPolicyAlgorithm):
         revise_rounds: int = 1,
         world_model_max_grad_norm: float = 1000.0,
         actor_critic_max_grad_norm: float = 100.0,
+        max_nonfinite_skips: int = 10,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         mixed_precision: bool = False,
         stats_window_size: int = 100,
@@ -181,6 +188,8 @@ class GITSTORM(OffPolicyAlgorithm):
     ) -> None:
         if prior not in PRIORS:
             raise ValueError(f"Unknown prior {prior!r}; choose one of {PRIORS}")
+        if max_nonfinite_skips < 1:
+            raise ValueError(f"max_nonfinite_skips must be >= 1, got {max_nonfinite_skips}")
         if log_video_interval < 0:
             raise ValueError(f"log_video_interval must be >= 0 (0 disables the videos), got {log_video_interval}")
         if env is not None:
@@ -222,6 +231,8 @@ class GITSTORM(OffPolicyAlgorithm):
         self.revise_rounds = revise_rounds
         self.world_model_max_grad_norm = world_model_max_grad_norm
         self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self._divergence_guard = DivergenceGuard()  # saved with the model: the counts go on after a resume
         self.log_video_interval = log_video_interval
         self.mixed_precision = mixed_precision
         # False: imagination recomputes the whole sequence every step (the STORM code), for benchmarks.
@@ -420,6 +431,7 @@ class GITSTORM(OffPolicyAlgorithm):
                 logs[f"train/{key}"].append(value)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self._divergence_guard.record(self.logger)
         for key, values in logs.items():
             self.logger.record(key, float(np.mean(values)))
         interval = self.log_video_interval
@@ -447,21 +459,19 @@ class GITSTORM(OffPolicyAlgorithm):
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
         with self._autocast():
             loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
-        self.policy.world_model_optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        th.nn.utils.clip_grad_norm_(world_model.parameters(), self.world_model_max_grad_norm)
-        self.policy.world_model_optimizer.step()
-        return {
-            "loss": loss.total.item(),
-            "reconstruction_loss": loss.reconstruction.item(),
-            "reward_loss": loss.reward.item(),
-            "termination_loss": loss.termination.item(),
-            "kl_dynamics_loss": loss.kl_dynamics.item(),
-            "kl_representation_loss": loss.kl_representation.item(),
-            "kl": loss.kl.item(),
-            "prior_token_loss": loss.prior_token_ce.item(),
-            "prior_mask_ratio": loss.prior_mask_ratio.item(),
+        losses = {
+            "loss": loss.total,
+            "reconstruction_loss": loss.reconstruction,
+            "reward_loss": loss.reward,
+            "termination_loss": loss.termination,
+            "kl_dynamics_loss": loss.kl_dynamics,
+            "kl_representation_loss": loss.kl_representation,
+            "kl": loss.kl,
+            "prior_token_loss": loss.prior_token_ce,
         }
+        step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
+        self._divergence_guard.step("world_model", self._n_updates, losses, [step], self.max_nonfinite_skips)
+        return {key: value.item() for key, value in losses.items()} | {"prior_mask_ratio": loss.prior_mask_ratio.item()}
 
     def _imagine(self) -> ImaginedTrajectory:
         """4. Roll the world model forward from ``imagine_batch_size`` real context windows."""
@@ -485,17 +495,18 @@ class GITSTORM(OffPolicyAlgorithm):
         """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""
         actor_critic = self.policy.actor_critic
         actor_critic.train()
+        scale = actor_critic.normalizer.scale.clone()  # the loss updates it: put back if the update is skipped
         with self._autocast():
             loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
-        for value, optimizer, module in (
-            (loss.actor, self.policy.actor_optimizer, actor_critic.actor),
-            (loss.critic, self.policy.critic_optimizer, actor_critic.critic),
-        ):
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            th.nn.utils.clip_grad_norm_(module.parameters(), self.actor_critic_max_grad_norm)
-            optimizer.step()
-        actor_critic.update_target(self.tau)
+        steps = [
+            (loss.actor, self.policy.actor_optimizer, actor_critic.actor, self.actor_critic_max_grad_norm),
+            (loss.critic, self.policy.critic_optimizer, actor_critic.critic, self.actor_critic_max_grad_norm),
+        ]
+        losses = {"actor_loss": loss.actor, "critic_loss": loss.critic, "return_scale": loss.return_scale}
+        if self._divergence_guard.step("actor_critic", self._n_updates, losses, steps, self.max_nonfinite_skips):
+            actor_critic.update_target(self.tau)
+        else:
+            actor_critic.normalizer.scale.copy_(scale)
         return {
             "actor_loss": loss.actor.item(),
             "critic_loss": loss.critic.item(),

@@ -18,6 +18,7 @@ based World Models for Reinforcement Learning" (NeurIPS 2023).
 
 from __future__ import annotations
 
+import functools
 import io
 import pathlib
 import pickle
@@ -503,10 +504,9 @@ class GITSTORM(OffPolicyAlgorithm):
             (loss.critic, self.policy.critic_optimizer, actor_critic.critic, self.actor_critic_max_grad_norm),
         ]
         losses = {"actor_loss": loss.actor, "critic_loss": loss.critic, "return_scale": loss.return_scale}
-        if self._divergence_guard.step("actor_critic", self._n_updates, losses, steps, self.max_nonfinite_skips):
+        rollback = functools.partial(actor_critic.normalizer.scale.copy_, scale)
+        if self._divergence_guard.step("actor_critic", self._n_updates, losses, steps, self.max_nonfinite_skips, rollback):
             actor_critic.update_target(self.tau)
-        else:
-            actor_critic.normalizer.scale.copy_(scale)
         return {
             "actor_loss": loss.actor.item(),
             "critic_loss": loss.critic.item(),

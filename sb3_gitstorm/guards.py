@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch as th
 from stable_baselines3.common.logger import Logger
@@ -27,7 +27,15 @@ class DivergenceGuard:
         self.skipped: dict[str, int] = {}
         self.consecutive: dict[str, int] = {}
 
-    def step(self, part: str, update: int, losses: dict[str, th.Tensor], steps: Sequence[Step], max_skips: int) -> bool:
+    def step(
+        self,
+        part: str,
+        update: int,
+        losses: dict[str, th.Tensor],
+        steps: Sequence[Step],
+        max_skips: int,
+        rollback: Callable[[], object] | None = None,
+    ) -> bool:
         """Back-propagate, clip and step every optimiser of ``steps``, unless something is not finite.
 
         Parameters
@@ -42,6 +50,9 @@ class DivergenceGuard:
             The optimiser steps of the update: all of them are taken, or none.
         max_skips : int
             Raise once this many updates of ``part`` in a row have been skipped.
+        rollback : callable, optional
+            Called when the update is skipped, to undo what computing the losses changed (e.g.
+            running statistics).
 
         Returns
         -------
@@ -64,6 +75,8 @@ class DivergenceGuard:
             return True
         for _, optimizer, _, _ in steps:
             optimizer.zero_grad(set_to_none=True)
+        if rollback is not None:
+            rollback()
         self.skipped[part] += 1
         self.consecutive[part] = self.consecutive.get(part, 0) + 1
         if self.consecutive[part] >= max_skips:
@@ -86,12 +99,12 @@ class DivergenceGuard:
         bad: list[str] = []
         for loss, _, module, max_grad_norm in steps:
             loss.backward()
-            norm = nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
-            if not th.isfinite(norm):
-                prefix = type(module).__name__
-                grads = ((n, p.grad) for n, p in module.named_parameters() if p.grad is not None)
-                names = [f"{prefix}.{n}" for n, grad in grads if not th.isfinite(grad).all()]
-                bad += names or [f"the norm of {prefix}'s gradient (overflow)"]
+            # Checked before clipping, which would spread one tensor's NaN over all of them.
+            grads = [(f"{type(module).__name__}.{n}", p.grad) for n, p in module.named_parameters() if p.grad is not None]
+            finite = th.stack([th.isfinite(grad).all() for _, grad in grads]).tolist()
+            bad += [name for (name, _), ok in zip(grads, finite, strict=True) if not ok]
+            if all(finite) and not th.isfinite(nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)):
+                bad.append(f"the norm of the {type(module).__name__} gradient (overflow)")
         if not bad:
             return None
         names = ", ".join(bad[:MAX_NAMES]) + (f" and {len(bad) - MAX_NAMES} more" if len(bad) > MAX_NAMES else "")

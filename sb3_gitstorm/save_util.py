@@ -6,6 +6,7 @@ import io
 import os
 import pathlib
 import random
+import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -101,3 +102,40 @@ def set_rng_states(states: dict[str, Any], action_space: spaces.Space) -> None:
     if states["torch_cuda"] and th.cuda.is_available() and th.cuda.device_count() == len(states["torch_cuda"]):
         th.cuda.set_rng_state_all(states["torch_cuda"])
     action_space.np_random.bit_generator.state = states["action_space"]
+
+
+def latest_checkpoint(
+    folder: str | pathlib.Path, name_prefix: str = "rl_model"
+) -> tuple[pathlib.Path, pathlib.Path | None] | None:
+    """The newest checkpoint that SB3's ``CheckpointCallback`` finished writing in ``folder``.
+
+    With ``save_replay_buffer=True`` a checkpoint is a model and a replay buffer, written one after
+    the other: a run killed in between leaves a model without its replay, and resuming from that
+    would start the replay afresh. So when ``folder`` holds replay buffers, only checkpoints with
+    both files count. Temporary files of interrupted writes (:func:`atomic_write`) never match.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        The callback's ``save_path``.
+    name_prefix : str
+        The callback's ``name_prefix``.
+
+    Returns
+    -------
+    tuple or None
+        ``(model zip, replay buffer pkl or None)`` of the checkpoint with the most steps; None if
+        there is none.
+    """
+
+    def by_steps(kind: str, suffix: str) -> dict[int, pathlib.Path]:
+        pattern = re.compile(rf"{re.escape(name_prefix)}_{kind}(\d+)_steps\.{suffix}")
+        matches = ((pattern.fullmatch(path.name), path) for path in pathlib.Path(folder).glob(f"{name_prefix}_*.{suffix}"))
+        return {int(match[1]): path for match, path in matches if match}
+
+    models, replays = by_steps("", "zip"), by_steps("replay_buffer_", "pkl")
+    complete = models.keys() & replays.keys() if replays else models.keys()
+    if not complete:
+        return None
+    steps = max(complete)
+    return models[steps], replays.get(steps)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import io
 import pathlib
-import pickle
 import warnings
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
@@ -34,19 +33,19 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image, TensorBoardOutputFormat, Video
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
+from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_gitstorm.actor_critic import ImaginedTrajectory
-from sb3_gitstorm.buffers import SequenceReplayBuffer
+from sb3_gitstorm.buffers import SequenceReplayBuffer, load_sequence_buffer
 from sb3_gitstorm.config import PRIORS
 from sb3_gitstorm.dreams import filmstrip, open_loop_dream, side_by_side, tensorboard_video_supported
 from sb3_gitstorm.guards import DivergenceGuard
 from sb3_gitstorm.imagination import imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy
-from sb3_gitstorm.save_util import atomic_write, get_rng_states, set_rng_states
+from sb3_gitstorm.save_util import atomic_write, check_model_zip, get_rng_states, set_rng_states
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
 
@@ -575,6 +574,21 @@ class GITSTORM(OffPolicyAlgorithm):
         finally:
             self.num_timesteps, self._rng_states = num_timesteps, None
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfGITSTORM],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfGITSTORM:
+        """SB3's ``load``, with a clear error for a truncated, corrupted or foreign file (see ``check_model_zip``)."""
+        check_model_zip(path)
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically."""
         atomic_write(path, "pkl", lambda target: save_to_pkl(target, self.replay_buffer, self.verbose))
@@ -593,22 +607,11 @@ class GITSTORM(OffPolicyAlgorithm):
         Raises
         ------
         ValueError
-            If the file is not a GITSTORM replay buffer, or one recorded with another observation
-            space, action space or number of environments. The current buffer is kept.
+            If the file is truncated, not a GITSTORM replay buffer, or one written by another
+            version of sb3_gitstorm or recorded with another observation space, action space or
+            number of environments. The current buffer is kept.
         """
-        try:
-            buffer = load_from_pkl(path, self.verbose)
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path} is not a pickled replay buffer: {error}") from error
-        if not isinstance(buffer, SequenceReplayBuffer):
-            raise ValueError(f"{path} holds a {type(buffer).__name__}, not a GITSTORM SequenceReplayBuffer")
-        for name, stored, expected in (
-            ("observation space", buffer.observation_space, self.policy.model_observation_space),
-            ("action space", buffer.action_space, self.action_space),
-            ("number of environments", buffer.n_envs, self.n_envs),
-        ):
-            if stored != expected:
-                raise ValueError(f"the replay buffer in {path} was recorded with {name} {stored}, this model has {expected}")
+        buffer = load_sequence_buffer(path, self.policy.model_observation_space, self.action_space, self.n_envs, self.verbose)
         if truncate_last_traj and (buffer.full or buffer.pos > 0):
             last = (buffer.pos - 1) % buffer.buffer_size
             buffer.truncated[last] |= ~buffer.terminated[last]

@@ -8,6 +8,7 @@ import pathlib
 import random
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -139,3 +140,36 @@ def latest_checkpoint(
         return None
     steps = max(complete)
     return models[steps], replays.get(steps)
+
+
+def check_model_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """Raise one clear error for a file that is not a complete saved model.
+
+    SB3 reports a truncated zip as "wasn't a zip-file" and a foreign zip with an assertion; this
+    tells a truncated or corrupted model (e.g. from a copy of a run that was killed mid-save, or a
+    partial download) from another kind of file. File objects and missing files are left to SB3.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a zip file, a truncated or corrupted one, or a zip without a saved model.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    path = pathlib.Path(path)
+    if not path.is_file() and path.with_name(f"{path.name}.zip").is_file():  # SB3 adds the suffix too
+        path = path.with_name(f"{path.name}.zip")
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken, names = archive.testzip(), archive.namelist()
+    except (zipfile.BadZipFile, EOFError) as error:
+        what = "a truncated or corrupted zip file" if is_zip else "not a zip file (GITSTORM.save writes zip files)"
+        raise ValueError(f"{path} is {what}, not a loadable model") from error
+    if broken is not None:
+        raise ValueError(f"{path} is a corrupted zip file, not a loadable model: its entry {broken!r} fails the CRC check")
+    if "data" not in names:
+        raise ValueError(f"{path} is a zip file but not a saved SB3 model: it has no 'data' entry (entries: {names[:5]})")

@@ -203,7 +203,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
 
     def prior_sample():
         with th.no_grad(), model._autocast():
-            return world_model.prior.sample(hidden, model.draft_steps, model.revise_steps, model.revise_rounds)
+            return world_model.prior.sample(hidden)
 
     if device.type == "cuda":
         th.cuda.reset_peak_memory_stats(device)

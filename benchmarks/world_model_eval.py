@@ -199,9 +199,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     notes = [
-        "Prior perplexity: exp of the mean entropy of the one-shot prior p(z_t+1 | h_t) over the imagined steps, "
-        "per latent token, so at most latent_classes (for MaskGIT the all-[MASK] pass, which imagination samples "
-        "from with draft / revise settings 1, 1, 1); posterior perplexity: the same for q(z_t | o_t) on the real "
+        "Prior perplexity: exp of the mean entropy of the prior p(z_t+1 | h_t) as imagination samples it, over the "
+        "imagined steps, per latent token, so at most latent_classes (for MaskGIT with draft / revise settings "
+        "1, 1, 1 the all-[MASK] pass; with chunked decoding each token's pass, teacher-forced with the real "
+        "frame's posterior mode); posterior perplexity: the same for q(z_t | o_t) on the real "
         "frames. The paper's perplexities exceed 32 and so use another normalisation: compare models with each "
         "other, not with its numbers.",
         "Reconstruction rows decode the posterior mode of the real frame: the floor the prediction error tends to.",

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 PRIORS = ("maskgit", "mlp")
+MASKGIT_SCHEDULES = ("decode", "cosine", "reference")
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,12 @@ class ModelConfig:
         Bins of the symlog two-hot reward head and critic.
     maskgit_dim, maskgit_layers, maskgit_heads, maskgit_ffn : int
         Bidirectional transformer of the MaskGIT prior.
-    maskgit_input : str
-        Which latent's tokens the MaskGIT prior sees unmasked in training: ``"current"`` (``z_t``, as
-        the authors' code does) or ``"next"`` (``z_{t+1}``, textbook MaskGIT, which is what
-        draft-and-revise with more than one chunk conditions on at inference).
+    maskgit_schedule : str
+        How the MaskGIT prior is masked in training (:mod:`sb3_gitstorm.priors.maskgit`): ``"decode"``
+        (default: each row masked like one pass of the imagination decoding, tokens of ``z_{t+1}``
+        visible), ``"cosine"`` (MaskGIT's ``ceil(cos(pi/2 u) K)`` masked tokens of ``z_{t+1}``) or
+        ``"reference"`` (the released GIT-STORM code: ``max(1, floor(cos(pi/2 u) K))`` masked tokens,
+        ``z_t``'s tokens visible).
     prior_kl_positions : str
         ``"masked"`` (reference): the KL terms cover only the masked tokens; ``"all"``: every token.
     prior_ce_coef : float
@@ -72,7 +75,7 @@ class ModelConfig:
     maskgit_layers: int = 4
     maskgit_heads: int = 8
     maskgit_ffn: int = 128
-    maskgit_input: str = "current"
+    maskgit_schedule: str = "decode"
     prior_kl_positions: str = "masked"
     prior_ce_coef: float = 0.0
     kl_free_bits: float = 1.0
@@ -95,8 +98,8 @@ class ModelConfig:
                 raise ValueError(f"{name} ({dim}) must be a multiple of its number of heads ({heads})")
         if self.image_size % 2 ** len(self.cnn_channels) != 0:
             raise ValueError(f"image_size ({self.image_size}) must be divisible by 2**len(cnn_channels)")
-        if self.maskgit_input not in ("current", "next"):
-            raise ValueError(f"maskgit_input must be 'current' or 'next', got {self.maskgit_input!r}")
+        if self.maskgit_schedule not in MASKGIT_SCHEDULES:
+            raise ValueError(f"maskgit_schedule must be one of {MASKGIT_SCHEDULES}, got {self.maskgit_schedule!r}")
         if self.prior_kl_positions not in ("masked", "all"):
             raise ValueError(f"prior_kl_positions must be 'masked' or 'all', got {self.prior_kl_positions!r}")
         if not 0.0 <= self.unimix < 1.0:

@@ -23,9 +23,6 @@ def open_loop_dream(
     world_model: WorldModel,
     windows: SequenceSamples,
     context_length: int,
-    draft_steps: int = 1,
-    revise_steps: int = 1,
-    revise_rounds: int = 1,
 ) -> tuple[th.Tensor, th.Tensor]:
     """Real frames of replay windows and the world model's open-loop prediction of them.
 
@@ -37,8 +34,6 @@ def open_loop_dream(
         ``B`` replay windows of ``L = context_length + H`` steps.
     context_length : int
         Real steps the world model sees before it dreams.
-    draft_steps, revise_steps, revise_rounds : int
-        Draft-and-revise schedule of the MaskGIT prior.
 
     Returns
     -------
@@ -56,9 +51,6 @@ def open_loop_dream(
         actions[:, :context_length],
         starts[:, :context_length],
         horizon,
-        draft_steps,
-        revise_steps,
-        revise_rounds,
         future_actions=actions[:, context_length - 1 : -1],
     )
     dreamed = world_model.decode(trajectory.latents).clamp(0.0, 1.0)

@@ -6,13 +6,14 @@ frames. In every window the world model encodes the ``context`` real frames and 
 ``future_actions``); the decoded frames, rewards and terminations are compared with the real ones,
 step by step. The latent-space metrics are:
 
-- prior perplexity: ``exp`` of the mean entropy of the one-shot prior ``p(z_{t+1} | h_t)`` at the
-  imagined steps, averaged over latent tokens, so it lies in ``[1, latent_classes]``. For MaskGIT the
-  one-shot prior is the all-[MASK] pass, which is what imagination samples from with the paper's
-  draft / revise settings (1, 1, 1); other settings sample from a different distribution;
+- prior perplexity: ``exp`` of the mean entropy of the prior ``p(z_{t+1} | h_t)`` as imagination
+  samples it (:meth:`~sb3_gitstorm.priors.LatentPrior.imagination_log_probs`: for MaskGIT with the
+  paper's draft / revise settings (1, 1, 1) the all-[MASK] pass; with chunked decoding each token's
+  pass, teacher-forced with the posterior mode of the real frame) at the imagined steps, averaged
+  over latent tokens, so it lies in ``[1, latent_classes]``;
 - posterior perplexity: the same for the encoder's ``q(z_t | o_t)`` on the real frames;
-- KL: ``KL(q(z_{t+1} | o_{t+1}) || p(z_{t+1} | h_t))`` summed over tokens (at step 1, ``h_t`` comes
-  from real frames only: the teacher-forced one-step KL).
+- KL: ``KL(q(z_{t+1} | o_{t+1}) || p(z_{t+1} | h_t))`` summed over all tokens, with the same prior
+  (at step 1, ``h_t`` comes from real frames only: the teacher-forced one-step KL).
 
 FVD is the Fréchet distance between I3D features of the real and of the imagined clips
 (:class:`I3DFeatures`, from a user-supplied TorchScript file).
@@ -328,7 +329,7 @@ class OpenLoopPrediction(NamedTuple):
     rewards, continues : th.Tensor
         ``(N, S, H)``: predicted reward and continuation probability after each real action.
     prior_log_probs : th.Tensor
-        ``(N, S, H, K, C)``: one-shot prior of each imagined latent.
+        ``(N, S, H, K, C)``: the prior of each imagined latent as imagination samples it.
     posterior_log_probs : th.Tensor
         ``(N, H, K, C)``: posterior of each real frame.
     """
@@ -419,17 +420,14 @@ class OpenLoopEvaluator:
             repeat(actions[:, :c]),
             repeat(starts),
             h,
-            self.model.draft_steps,
-            self.model.revise_steps,
-            self.model.revise_rounds,
             future_actions=repeat(actions[:, c - 1 :]),
         )
         # State k + 1 holds the latent drawn from the prior at h_{t+k}, which its features also carry.
         latents = trajectory.latents[:, 1:]
         hidden = trajectory.features[:, 1:, wm.config.latent_dim :]
-        prior = wm.prior.log_probs(hidden.reshape(-1, hidden.shape[-1]))
         posterior = wm.posterior(obs[:, c:])
         modes = wm.tokens_to_latent(posterior.argmax(-1))
+        prior = wm.prior.imagination_log_probs(hidden.reshape(-1, hidden.shape[-1]), repeat(posterior.argmax(-1)).flatten(0, 1))
         real = wm.preprocess(obs[:, c:].reshape(n * h, *obs.shape[2:]))
         frame = real.shape[1:]
         return OpenLoopPrediction(

@@ -275,6 +275,9 @@ class GITSTORM(OffPolicyAlgorithm):
             critic_learning_rate=self.critic_lr_schedule(1.0),
             prior=self.prior,
             context_length=self.imagine_context_length,
+            draft_steps=self.draft_steps,
+            revise_steps=self.revise_steps,
+            revise_rounds=self.revise_rounds,
             **self.policy_kwargs,
         ).to(self.device)
         self._check_hyperparameters()
@@ -294,7 +297,6 @@ class GITSTORM(OffPolicyAlgorithm):
 
     def _check_hyperparameters(self) -> None:
         max_length = self.policy.config.max_length
-        tokens = self.policy.config.latent_tokens
         checks = [
             (
                 self.learning_starts <= self.buffer_size,
@@ -315,9 +317,6 @@ class GITSTORM(OffPolicyAlgorithm):
                 f"imagine_context_length - 1 + imagine_horizon ({self.imagine_context_length - 1 + self.imagine_horizon}) "
                 f"exceeds the transformer's max_length ({max_length})",
             ),
-            (1 <= self.draft_steps <= tokens, f"draft_steps must be in [1, {tokens}], got {self.draft_steps}"),
-            (1 <= self.revise_steps <= tokens, f"revise_steps must be in [1, {tokens}], got {self.revise_steps}"),
-            (self.revise_rounds >= 0, f"revise_rounds must be >= 0, got {self.revise_rounds}"),
             (self.batch_size >= 1 and self.imagine_batch_size >= 1, "batch_size and imagine_batch_size must be >= 1"),
         ]
         for ok, message in checks:
@@ -330,12 +329,11 @@ class GITSTORM(OffPolicyAlgorithm):
                 "lengthen batch_length or shorten imagine_context_length / imagine_horizon",
                 stacklevel=3,
             )
-        chunked = self.draft_steps > 1 or (self.revise_rounds > 0 and self.revise_steps > 1)
-        if self.prior == "maskgit" and chunked and self.policy.config.maskgit_input == "current":
+        if self.prior == "maskgit" and not self.policy.decode.one_pass and self.policy.config.maskgit_schedule == "reference":
             warnings.warn(
-                "draft-and-revise with several chunks conditions the MaskGIT prior on tokens of z_{t+1}, but with "
-                "maskgit_input='current' (the authors' setting) it was trained with tokens of z_t visible; "
-                "pass policy_kwargs=dict(maskgit_input='next') to train it the way it decodes",
+                "draft-and-revise with several chunks conditions the MaskGIT prior on tokens of z_{t+1}, but "
+                "maskgit_schedule='reference' (the authors' code) trains it with tokens of z_t visible; "
+                "the default maskgit_schedule='decode' trains it the way it decodes",
                 stacklevel=3,
             )
 
@@ -471,7 +469,8 @@ class GITSTORM(OffPolicyAlgorithm):
         }
         step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
         self._divergence_guard.step("world_model", self._n_updates, losses, [step], self.max_nonfinite_skips)
-        return {key: value.item() for key, value in losses.items()} | {"prior_mask_ratio": loss.prior_mask_ratio.item()}
+        diagnostics = {"prior_mask_ratio": loss.prior_mask_ratio, "imagination_kl": loss.imagination_kl}  # not trained on
+        return {key: value.item() for key, value in (losses | diagnostics).items()}
 
     def _imagine(self) -> ImaginedTrajectory:
         """4. Roll the world model forward from ``imagine_batch_size`` real context windows."""
@@ -485,9 +484,6 @@ class GITSTORM(OffPolicyAlgorithm):
                 context.actions,
                 context.episode_starts,
                 self.imagine_horizon,
-                self.draft_steps,
-                self.revise_steps,
-                self.revise_rounds,
                 use_kv_cache=self.use_kv_cache,
             )
 
@@ -535,9 +531,6 @@ class GITSTORM(OffPolicyAlgorithm):
                     self.policy.world_model,
                     windows,
                     self.imagine_context_length,
-                    self.draft_steps,
-                    self.revise_steps,
-                    self.revise_rounds,
                 )
         finally:
             np.random.set_state(numpy_state)

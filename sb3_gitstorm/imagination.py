@@ -31,9 +31,6 @@ def imagine(
     actions: th.Tensor,
     episode_starts: th.Tensor,
     horizon: int,
-    draft_steps: int = 1,
-    revise_steps: int = 1,
-    revise_rounds: int = 1,
     use_kv_cache: bool = True,
     future_actions: th.Tensor | None = None,
 ) -> ImaginedTrajectory:
@@ -54,8 +51,6 @@ def imagine(
         Bool ``(B, T)``.
     horizon : int
         Imagined steps ``H``.
-    draft_steps, revise_steps, revise_rounds : int
-        Draft-and-revise schedule of the MaskGIT prior (ignored by the MLP prior).
     use_kv_cache : bool
         False recomputes the whole sequence at every step (the STORM code's behaviour), kept to
         measure what the cache saves.
@@ -110,7 +105,7 @@ def imagine(
         states.append(latent)
         state_tokens.append(tokens)
         hiddens.append(hidden)
-        tokens = world_model.prior.sample(hidden, draft_steps, revise_steps, revise_rounds)
+        tokens = world_model.prior.sample(hidden)
         latent = world_model.tokens_to_latent(tokens)
     features.append(th.cat([latent, hidden], -1))
     states.append(latent)

@@ -25,6 +25,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from sb3_gitstorm.actor_critic import ActorCritic
 from sb3_gitstorm.config import PRIORS, ModelConfig
+from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.world_model import WorldModel
 
 ContextState = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -57,6 +58,8 @@ class GITSTORMPolicy(BasePolicy):
     context_length : int
         Steps of real history behind ``h`` when acting (``imagine_context_length``); the state keeps
         the last ``context_length - 1`` of them.
+    draft_steps, revise_steps, revise_rounds : int
+        Draft-and-revise schedule of the MaskGIT prior (:class:`~sb3_gitstorm.priors.DecodeSchedule`).
     images : bool
         Use the CNN encoder / decoder (CnnPolicy) rather than MLPs (MlpPolicy).
     size : str
@@ -74,6 +77,9 @@ class GITSTORMPolicy(BasePolicy):
         critic_learning_rate: float = 3e-5,
         prior: str = "maskgit",
         context_length: int = 8,
+        draft_steps: int = 1,
+        revise_steps: int = 1,
+        revise_rounds: int = 1,
         images: bool = False,
         size: str = "base",
         **model_kwargs: Any,
@@ -85,9 +91,10 @@ class GITSTORMPolicy(BasePolicy):
         self.size, self.model_kwargs, self.prior_name, self.images = size, model_kwargs, prior, images
         self.actor_learning_rate, self.critic_learning_rate = actor_learning_rate, critic_learning_rate
         self.context_length = context_length
+        self.decode = DecodeSchedule(draft_steps, revise_steps, revise_rounds)
         self.model_observation_space = self._model_observation_space(observation_space)
 
-        self.world_model = WorldModel(self.model_observation_space, action_space, self.config, prior, images)
+        self.world_model = WorldModel(self.model_observation_space, action_space, self.config, prior, images, self.decode)
         self.actor_critic = ActorCritic(
             self.config.feature_dim,
             action_space,
@@ -116,6 +123,9 @@ class GITSTORMPolicy(BasePolicy):
             critic_learning_rate=self.critic_learning_rate,
             prior=self.prior_name,
             context_length=self.context_length,
+            draft_steps=self.decode.draft_steps,
+            revise_steps=self.decode.revise_steps,
+            revise_rounds=self.decode.revise_rounds,
             images=self.images,
             size=self.size,
             **self.model_kwargs,

@@ -22,9 +22,17 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
 from sb3_gitstorm.config import ModelConfig
-from sb3_gitstorm.distributions import SymlogTwoHot, kl_balance, sample_one_hot, sample_unimix, symlog, unimix_log_probs
+from sb3_gitstorm.distributions import (
+    SymlogTwoHot,
+    categorical_kl,
+    kl_balance,
+    sample_one_hot,
+    sample_unimix,
+    symlog,
+    unimix_log_probs,
+)
 from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, zero_init_output
-from sb3_gitstorm.priors import make_prior
+from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, make_prior
 from sb3_gitstorm.transformer import CausalTransformer, segment_positions
 
 ENCODE_CHUNK = 1024  # observations per encoder call when encoding without gradients
@@ -38,7 +46,10 @@ class WorldModelLoss(NamedTuple):
 
     ``kl_dynamics`` / ``kl_representation`` are the clipped (free-bits) loss terms, ``kl`` the raw
     KL between posterior and prior on the same tokens, ``prior_token_ce`` the prior's
-    cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT).
+    cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT), and
+    ``imagination_kl`` the KL from the posterior to the prior *as imagination samples it*, over all
+    tokens (for MaskGIT: the decoding schedule's passes, teacher-forced with the posterior sample),
+    the number to compare between priors.
     """
 
     total: th.Tensor
@@ -50,6 +61,7 @@ class WorldModelLoss(NamedTuple):
     kl: th.Tensor
     prior_token_ce: th.Tensor
     prior_mask_ratio: th.Tensor
+    imagination_kl: th.Tensor
 
 
 class WorldModel(nn.Module):
@@ -68,10 +80,18 @@ class WorldModel(nn.Module):
         ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
     images : bool
         CNN encoder / decoder (images) or MLPs (vectors).
+    decode : DecodeSchedule
+        Draft-and-revise schedule of the MaskGIT prior in imagination (paper: 1, 1, 1).
     """
 
     def __init__(
-        self, observation_space: spaces.Box, action_space: spaces.Space, config: ModelConfig, prior: str, images: bool
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Space,
+        config: ModelConfig,
+        prior: str,
+        images: bool,
+        decode: DecodeSchedule = PAPER_DECODE,
     ) -> None:
         super().__init__()
         self.config = config
@@ -104,7 +124,7 @@ class WorldModel(nn.Module):
         )
         self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, 2))
         self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, 2)
-        self.prior = make_prior(prior, config)
+        self.prior = make_prior(prior, config, decode)
         self.twohot = SymlogTwoHot(config.reward_bins)
 
     # ----------------------------------------------------------------- observations and latents
@@ -229,15 +249,24 @@ class WorldModel(nn.Module):
         # The prior at h_t predicts z_{t+1}; steps whose next observation starts a new episode have no target.
         tokens = latent.detach().argmax(-1)
         k = cfg.latent_tokens
-        prior, token_mask = self.prior.training_log_probs(
-            hidden[:, :-1].reshape(-1, cfg.hidden_dim), tokens[:, :-1].reshape(-1, k), tokens[:, 1:].reshape(-1, k)
-        )
+        prior_hidden, next_tokens = hidden[:, :-1].reshape(-1, cfg.hidden_dim), tokens[:, 1:].reshape(-1, k)
+        prior, token_mask = self.prior.training_log_probs(prior_hidden, tokens[:, :-1].reshape(-1, k), next_tokens)
         step_mask = ~episode_starts[:, 1:].reshape(-1)
         kl_tokens = token_mask if cfg.prior_kl_positions == "masked" else th.ones_like(token_mask)
-        kl_dyn, kl_rep, kl = kl_balance(post[:, 1:].reshape(prior.shape), prior, kl_tokens, step_mask, cfg.kl_free_bits)
+        next_post = post[:, 1:].reshape(prior.shape)
+        kl_dyn, kl_rep, kl = kl_balance(next_post, prior, kl_tokens, step_mask, cfg.kl_free_bits)
+
+        with th.no_grad():
+            # A one-pass prior trained on every token was trained on what imagination samples: no second pass.
+            if self.prior.one_pass and bool(token_mask.all()):
+                imagined = prior
+            else:
+                imagined = self.prior.imagination_log_probs(prior_hidden, next_tokens)
+            token_kl = categorical_kl(next_post.float(), imagined.float()).sum(-1)
+            imagination_kl = (token_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
 
         predicted = token_mask & step_mask[:, None]
-        token_nll = -prior.gather(-1, tokens[:, 1:].reshape(-1, k, 1)).squeeze(-1)
+        token_nll = -prior.gather(-1, next_tokens[..., None]).squeeze(-1)
         prior_token_ce = (token_nll * predicted).sum() / predicted.sum().clamp(min=1)
 
         total = (
@@ -258,4 +287,5 @@ class WorldModel(nn.Module):
             kl=kl,
             prior_token_ce=prior_token_ce.detach(),
             prior_mask_ratio=token_mask.float().mean(),
+            imagination_kl=imagination_kl,
         )

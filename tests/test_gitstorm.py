@@ -217,12 +217,13 @@ def test_policy_classes_are_exposed() -> None:
 
 def test_warns_when_draft_and_revise_conditions_on_tokens_it_was_not_trained_on() -> None:
     tiny = dict(size="tiny")
-    with pytest.warns(UserWarning, match="maskgit_input='next'"):
-        GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, policy_kwargs=tiny)
+    reference = dict(size="tiny", maskgit_schedule="reference")
+    with pytest.warns(UserWarning, match="maskgit_schedule='reference'"):
+        GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, revise_rounds=0, policy_kwargs=reference)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, policy_kwargs=dict(size="tiny", maskgit_input="next"))
-        GITSTORM("MlpPolicy", "CartPole-v1", policy_kwargs=tiny)
+        GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=2, revise_rounds=0, policy_kwargs=tiny)
+        GITSTORM("MlpPolicy", "CartPole-v1", policy_kwargs=reference)  # one pass from all-[MASK]: nothing visible
 
 
 def test_warns_when_imagination_uses_untrained_positions() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch as th
@@ -39,11 +41,13 @@ def batch(obs_space: spaces.Box, action_space: spaces.Space, b: int = 3, length:
 def test_loss_and_gradients(prior: str, images: bool, action_space: spaces.Space) -> None:
     th.manual_seed(0)
     space = IMAGE if images else VECTOR
-    wm = WorldModel(space, action_space, CFG, prior, images)
+    # No free nats: the KL of an untrained (near-uniform) prior is below them, which would stop its gradient.
+    wm = WorldModel(space, action_space, dataclasses.replace(CFG, kl_free_bits=0.0), prior, images)
     obs, actions, rewards, starts = batch(space, action_space)
     loss = wm.loss(obs, actions, rewards, rewards > 0.9, starts)
     assert loss.total.ndim == 0 and th.isfinite(loss.total)
-    assert float(loss.kl_dynamics) >= CFG.kl_free_bits and float(loss.kl_representation) >= CFG.kl_free_bits
+    assert float(loss.kl_dynamics) > 0 and float(loss.kl_representation) > 0
+    assert float(loss.imagination_kl) > 0
     loss.total.backward()
     for name, part in (("encoder", wm.encoder), ("decoder", wm.decoder), ("transformer", wm.transformer), ("prior", wm.prior)):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters()), name

@@ -72,13 +72,34 @@ class LatentPrior(nn.Module, ABC):
             ``(N, num_tokens)`` mask of the tokens the prior was asked to predict.
         """
 
+    @property
+    def one_pass(self) -> bool:
+        """Imagination samples every token in one pass from ``h_t`` alone (the distribution of :meth:`log_probs`)."""
+        return True
+
+    def imagination_log_probs(self, hidden: th.Tensor, tokens: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+        """Log-probabilities of ``z_{t+1}`` as imagination samples it, teacher-forced with ``tokens``.
+
+        For a one-pass prior this is :meth:`log_probs`; a prior that decodes tokens in several passes
+        conditions each token on ``tokens`` where sampling would condition on its own earlier draws.
+
+        Parameters
+        ----------
+        hidden : th.Tensor
+            ``(N, hidden_dim)``: ``h_t``.
+        tokens : th.Tensor
+            Long ``(N, num_tokens)``: a sample of ``z_{t+1}`` (e.g. the posterior's).
+        generator : th.Generator, optional
+            Random generator for the decoding order.
+
+        Returns
+        -------
+        th.Tensor
+            Log-probabilities ``(N, num_tokens, num_classes)``; their KL from the posterior summed over
+            the tokens is the all-token KL of imagination.
+        """
+        return self.log_probs(hidden)
+
     @abstractmethod
-    def sample(
-        self,
-        hidden: th.Tensor,
-        draft_steps: int = 1,
-        revise_steps: int = 1,
-        revise_rounds: int = 1,
-        generator: th.Generator | None = None,
-    ) -> th.Tensor:
-        """Sample ``z_{t+1}`` as class indices, long ``(N, num_tokens)``, for imagination."""
+    def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+        """Sample ``z_{t+1}`` given ``h_t`` ``(N, hidden_dim)`` for imagination: class indices, long ``(N, num_tokens)``."""

@@ -9,15 +9,25 @@
 - the output head is weight-tied to the token embedding:
   ``logits = LN(GELU(W x)) @ E^T + b`` over the real classes, then the uniform mix (once).
 
-Training masks ``max(1, floor(cos(pi/2 * u) * num_tokens))`` random tokens, ``u ~ U(0, 1)`` per
-sample, and the world model takes its KL terms on the masked positions. Imagination decodes with
-draft-and-revise: fill the tokens chunk by chunk from all-``[MASK]``, then re-mask and re-sample
-chunks given the rest.
+Imagination decodes with draft-and-revise (:class:`DecodeSchedule`): fill the tokens chunk by chunk
+from all-``[MASK]``, then re-mask and re-sample chunks given the rest. Training masks random tokens
+of ``z_{t+1}`` and the world model takes its KL terms on the masked positions; how many tokens are
+masked is the *training schedule* (``ModelConfig.maskgit_schedule``):
+
+- ``"decode"`` (default): each row is masked like one pass of the decoding schedule, drawn uniformly,
+  so the prior is trained on exactly the inputs imagination gives it. With the paper's 1/1/1
+  schedule imagination samples every latent from all-``[MASK]``, and so is every training row.
+- ``"cosine"``: MaskGIT's ``ceil(cos(pi/2 * u) * K)`` tokens, ``u ~ U(0, 1)``; a share
+  ``(2/pi) * acos((K-1)/K)`` of the rows is all-masked (16% at K = 32, 32% at K = 8).
+- ``"reference"``: the released GIT-STORM code: ``max(1, floor(cos(pi/2 * u) * K))`` tokens of
+  ``z_t`` (not ``z_{t+1}``) stay visible; all-masked rows (what imagination samples from) occur only
+  at ``u = 0``, i.e. practically never.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch as th
 import torch.nn.functional as F
@@ -26,6 +36,55 @@ from torch import nn
 from sb3_gitstorm.distributions import sample_unimix, unimix_log_probs
 from sb3_gitstorm.priors.base import LatentPrior
 from sb3_gitstorm.transformer import Block
+
+INIT_STD = 0.02  # MaskGIT's truncated-normal initialiser for embeddings and linear layers
+
+
+@dataclass(frozen=True)
+class DecodeSchedule:
+    """Draft-and-revise decoding: ``draft_steps`` chunks filled in turn from all-``[MASK]``, then
+    ``revise_rounds`` rounds that each re-mask and re-sample ``revise_steps`` chunks one at a time.
+
+    The paper's default (1, 1, 1) re-draws everything in its one-chunk revise, so one all-``[MASK]``
+    pass has the same distribution: :attr:`passes` returns only the passes that matter.
+    """
+
+    draft_steps: int = 1
+    revise_steps: int = 1
+    revise_rounds: int = 1
+
+    def check(self, num_tokens: int) -> None:
+        """Raise a ValueError naming the setting that does not fit ``num_tokens`` latent tokens."""
+        for name, value in (("draft_steps", self.draft_steps), ("revise_steps", self.revise_steps)):
+            if not 1 <= value <= num_tokens:
+                raise ValueError(f"{name} must be in [1, {num_tokens}] (the latent tokens), got {value}")
+        if self.revise_rounds < 0:
+            raise ValueError(f"revise_rounds must be >= 0, got {self.revise_rounds}")
+
+    @property
+    def one_pass(self) -> bool:
+        """A one-chunk revise (or a one-chunk draft alone) samples every token in one all-``[MASK]`` pass."""
+        return (self.revise_rounds >= 1 and self.revise_steps == 1) or (self.revise_rounds == 0 and self.draft_steps == 1)
+
+    def passes(self, num_tokens: int) -> list[int]:
+        """Masked tokens at each network call of one decoding, in order.
+
+        Chunk ``i`` of ``n`` holds the positions of rank ``[ceil(i K / n), ceil((i + 1) K / n))``
+        (:func:`random_chunks`): the ``i``-th draft call sees the earlier chunks, a revise call sees
+        every chunk but its own.
+        """
+        if self.one_pass:
+            return [num_tokens]
+
+        def start(i: int, n: int) -> int:
+            return -(-i * num_tokens // n)
+
+        draft = [num_tokens - start(i, self.draft_steps) for i in range(self.draft_steps)]
+        revise = [start(i + 1, self.revise_steps) - start(i, self.revise_steps) for i in range(self.revise_steps)]
+        return draft + revise * self.revise_rounds
+
+
+PAPER_DECODE = DecodeSchedule()  # T_draft = T_revise = M = 1
 
 
 def random_chunks(
@@ -44,18 +103,40 @@ def random_chunks(
     return rank * num_chunks // num_tokens
 
 
-def cosine_mask(batch: int, num_tokens: int, device: th.device, generator: th.Generator | None = None) -> th.Tensor:
-    """MaskGIT's training mask: ``max(1, floor(cos(pi/2 * u) * num_tokens))`` random positions per row.
+def masked_counts(
+    schedule: str, batch: int, num_tokens: int, decode: DecodeSchedule, device: th.device, generator: th.Generator | None = None
+) -> th.Tensor:
+    """Number of masked tokens of each training row under a training ``schedule`` (see the module docstring).
+
+    Returns
+    -------
+    th.Tensor
+        Long ``(batch,)``, each in ``[1, num_tokens]``.
+    """
+    if schedule == "decode":
+        passes = th.tensor(decode.passes(num_tokens), device=device)
+        return passes[th.randint(len(passes), (batch,), device=device, generator=generator)]
+    ratio = th.cos(0.5 * math.pi * th.rand(batch, device=device, generator=generator)) * num_tokens
+    if schedule == "cosine":
+        return ratio.ceil().clamp(1, num_tokens).long()
+    if schedule == "reference":
+        return ratio.floor().clamp(1, num_tokens).long()
+    raise ValueError(f"unknown MaskGIT training schedule {schedule!r}")
+
+
+def training_mask(
+    schedule: str, batch: int, num_tokens: int, decode: DecodeSchedule, device: th.device, generator: th.Generator | None = None
+) -> th.Tensor:
+    """Random training mask with :func:`masked_counts` masked positions per row.
 
     Returns
     -------
     th.Tensor
         Bool ``(batch, num_tokens)``, True at masked positions.
     """
-    u = th.rand(batch, device=device, generator=generator)
-    n_masked = (th.cos(0.5 * math.pi * u) * num_tokens).floor().clamp(min=1).long()
+    counts = masked_counts(schedule, batch, num_tokens, decode, device, generator)
     rank = th.rand(batch, num_tokens, device=device, generator=generator).argsort(-1).argsort(-1)
-    return rank < n_masked[:, None]
+    return rank < counts[:, None]
 
 
 class MaskGITPrior(LatentPrior):
@@ -68,9 +149,10 @@ class MaskGITPrior(LatentPrior):
         of ``num_tokens``.
     dim, layers, heads, ffn_dim : int
         Width, depth, heads and feed-forward width of the transformer (paper: 128, 4, 8, 128).
-    visible : str
-        Which latent provides the unmasked tokens in training: ``"current"`` (``z_t``, the
-        authors' code) or ``"next"`` (``z_{t+1}``, textbook MaskGIT).
+    schedule : str
+        Training schedule: ``"decode"``, ``"cosine"`` or ``"reference"`` (module docstring).
+    decode : DecodeSchedule
+        Draft-and-revise schedule of :meth:`sample` (paper: 1, 1, 1).
     """
 
     def __init__(
@@ -83,22 +165,40 @@ class MaskGITPrior(LatentPrior):
         layers: int = 4,
         heads: int = 8,
         ffn_dim: int = 128,
-        visible: str = "current",
+        schedule: str = "decode",
+        decode: DecodeSchedule = PAPER_DECODE,
     ) -> None:
         super().__init__(hidden_dim, num_tokens, num_classes, unimix)
         if hidden_dim % num_tokens != 0:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of num_tokens ({num_tokens})")
+        decode.check(num_tokens)
         self.mask_id = num_classes
-        self.visible = visible
+        self.schedule, self.decode = schedule, decode
         self.chunk = hidden_dim // num_tokens
         self.token_embed = nn.Embedding(num_classes + 1, dim)
-        self.position = nn.Parameter(th.randn(num_tokens, dim) * 0.02)
+        self.position = nn.Parameter(th.empty(num_tokens, dim))
         self.cond_proj = nn.Linear(dim + self.chunk, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, ffn_dim, dropout=0.0) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, dim)
         self.head_norm = nn.LayerNorm(dim)
         self.bias = nn.Parameter(th.zeros(num_classes))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """MaskGIT's initialisation: truncated normal (std 0.02) embeddings and linear weights, zero biases.
+
+        With PyTorch's defaults (``N(0, 1)`` embeddings, which the tied output layer reuses) the
+        initial logits have a standard deviation of about ``sqrt(dim)``: the untrained prior would be
+        nearly one-hot on random classes and pull the posterior towards them through the KL.
+        """
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(module.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.position, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+        nn.init.zeros_(self.bias)
 
     def embed(self, hidden: th.Tensor, tokens: th.Tensor) -> th.Tensor:
         """Transformer input ``cond_proj(concat(E[token], chunk of h_t)) + position``, ``(N, num_tokens, dim)``.
@@ -144,6 +244,10 @@ class MaskGITPrior(LatentPrior):
     def log_probs(self, hidden: th.Tensor) -> th.Tensor:
         return self(hidden, self._masked(hidden.shape[0], hidden.device))
 
+    @property
+    def one_pass(self) -> bool:
+        return self.decode.one_pass
+
     def training_log_probs(
         self,
         hidden: th.Tensor,
@@ -151,9 +255,28 @@ class MaskGITPrior(LatentPrior):
         next_tokens: th.Tensor,
         generator: th.Generator | None = None,
     ) -> tuple[th.Tensor, th.Tensor]:
-        visible = current_tokens if self.visible == "current" else next_tokens
-        mask = cosine_mask(visible.shape[0], self.num_tokens, hidden.device, generator)
+        visible = current_tokens if self.schedule == "reference" else next_tokens
+        mask = training_mask(self.schedule, visible.shape[0], self.num_tokens, self.decode, hidden.device, generator)
         return self(hidden, visible.masked_fill(mask, self.mask_id)), mask
+
+    def imagination_log_probs(self, hidden: th.Tensor, tokens: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+        """Teacher-forced log-probabilities of the pass that decodes each token in the last stage of sampling.
+
+        One all-``[MASK]`` pass for the one-pass schedules (exact); otherwise random chunks of the last
+        stage with ``tokens`` standing in for the sampled ones: each draft chunk given the earlier
+        chunks (the chain rule of the draft, exact in expectation), each revise chunk given all others.
+        """
+        if self.one_pass:
+            return self.log_probs(hidden)
+        revise = self.decode.revise_rounds > 0
+        num_chunks = self.decode.revise_steps if revise else self.decode.draft_steps
+        chunks = random_chunks(tokens.shape[0], self.num_tokens, num_chunks, tokens.device, generator)
+        out = th.empty(*tokens.shape, self.num_classes, device=hidden.device)
+        for i in range(num_chunks):
+            hidden_from = chunks == i if revise else chunks >= i
+            log_probs = self(hidden, tokens.masked_fill(hidden_from, self.mask_id))
+            out = th.where((chunks == i)[..., None], log_probs.to(out.dtype), out)
+        return out
 
     def resample(
         self, hidden: th.Tensor, tokens: th.Tensor, positions: th.Tensor, generator: th.Generator | None = None
@@ -193,20 +316,11 @@ class MaskGITPrior(LatentPrior):
             tokens = self.resample(hidden, tokens, chunks == i, generator)
         return tokens
 
-    def sample(
-        self,
-        hidden: th.Tensor,
-        draft_steps: int = 1,
-        revise_steps: int = 1,
-        revise_rounds: int = 1,
-        generator: th.Generator | None = None,
-    ) -> th.Tensor:
-        if revise_rounds >= 1 and revise_steps == 1:
-            # A one-chunk revise re-masks every position, so the draft and all earlier rounds are
-            # discarded: a single all-[MASK] pass has exactly the same distribution.
-            logits = self.logits(hidden, self._masked(hidden.shape[0], hidden.device))
-            return sample_unimix(logits, self.unimix, generator)
-        tokens = self.revise(hidden, self._masked(hidden.shape[0], hidden.device), draft_steps, generator)
-        for _ in range(revise_rounds):
-            tokens = self.revise(hidden, tokens, revise_steps, generator)
+    def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+        masked = self._masked(hidden.shape[0], hidden.device)
+        if self.one_pass:
+            return sample_unimix(self.logits(hidden, masked), self.unimix, generator)
+        tokens = self.revise(hidden, masked, self.decode.draft_steps, generator)
+        for _ in range(self.decode.revise_rounds):
+            tokens = self.revise(hidden, tokens, self.decode.revise_steps, generator)
         return tokens

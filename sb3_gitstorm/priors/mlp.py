@@ -37,12 +37,5 @@ class MLPPrior(LatentPrior):
         mask = th.ones(next_tokens.shape, dtype=th.bool, device=hidden.device)
         return self.log_probs(hidden), mask
 
-    def sample(
-        self,
-        hidden: th.Tensor,
-        draft_steps: int = 1,
-        revise_steps: int = 1,
-        revise_rounds: int = 1,
-        generator: th.Generator | None = None,
-    ) -> th.Tensor:
+    def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
         return sample_unimix(self.logits(hidden), self.unimix, generator)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
@@ -121,10 +122,10 @@ def worker(args: argparse.Namespace) -> None:
         sampler = Sampler(log, args.sample_seconds, deadline, start)
         try:
             model = GITSTORM(POLICIES[args.worker], env, buffer_size=args.buffer_size, seed=args.seed, **HYPERPARAMS)
+            checkpoint = CheckpointCallback(args.reload_every, str(checkpoints), save_replay_buffer=True)
             sampler.init_callback(model)
             sampler.record("start")
             while time.monotonic() < deadline:
-                checkpoint = CheckpointCallback(args.reload_every, str(checkpoints), save_replay_buffer=True)
                 model.learn(args.reload_every, callback=[checkpoint, sampler], reset_num_timesteps=False)
                 if time.monotonic() >= deadline:
                     break
@@ -135,7 +136,9 @@ def worker(args: argparse.Namespace) -> None:
                 model.load_replay_buffer(checkpoints / f"rl_model_replay_buffer_{steps}_steps.pkl")
                 for path in checkpoints.iterdir():  # keep the disk flat too
                     path.unlink()
-                sampler.init_callback(model)
+                for callback in (checkpoint, sampler):
+                    callback.init_callback(model)
+                gc.collect()  # free the old model now rather than at the collector's next full pass
                 sampler.record("reload", eval_return=float(mean_return), seconds=time.monotonic() - paused)
             sampler.record("end")
         except Exception:

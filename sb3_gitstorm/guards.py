@@ -90,7 +90,8 @@ class DivergenceGuard:
 
     @staticmethod
     def _non_finite_losses(losses: dict[str, th.Tensor]) -> str | None:
-        bad = [name for name, value in losses.items() if not th.isfinite(value).all()]
+        finite = th.stack([th.isfinite(value).all() for value in losses.values()]).tolist()  # one device sync
+        bad = [name for name, ok in zip(losses, finite, strict=True) if not ok]
         return f"the loss was not finite in {', '.join(bad)}" if bad else None
 
     @staticmethod
@@ -104,7 +105,7 @@ class DivergenceGuard:
             finite = th.stack([th.isfinite(grad).all() for _, grad in grads]).tolist()
             bad += [name for (name, _), ok in zip(grads, finite, strict=True) if not ok]
             if all(finite) and not th.isfinite(nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)):
-                bad.append(f"the norm of the {type(module).__name__} gradient (overflow)")
+                bad.append(f"{type(module).__name__} (the gradient norm overflowed)")
         if not bad:
             return None
         names = ", ".join(bad[:MAX_NAMES]) + (f" and {len(bad) - MAX_NAMES} more" if len(bad) > MAX_NAMES else "")

@@ -119,7 +119,7 @@ def _load_checkpoint(self: ExperimentManager, hyperparams: dict[str, Any], env: 
     return model
 
 
-def _learn_on(self: ExperimentManager, model: BaseAlgorithm) -> None:
+def _learn_continuing(self: ExperimentManager, model: BaseAlgorithm) -> None:
     if CHECKPOINT.fullmatch(Path(self.trained_agent).name) is None:
         _learn(self, model)
         return
@@ -132,4 +132,4 @@ def _learn_on(self: ExperimentManager, model: BaseAlgorithm) -> None:
 
 ExperimentManager.create_callbacks = _create_resumable_callbacks
 ExperimentManager._load_pretrained_agent = _load_checkpoint
-ExperimentManager.learn = _learn_on
+ExperimentManager.learn = _learn_continuing

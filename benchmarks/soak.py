@@ -14,10 +14,12 @@ dropping the old model. Every ``--sample-seconds`` it records its resident memor
 steps done and the steps per second since the previous sample, as JSON lines in
 ``<out>/<policy>.jsonl`` (so an interrupted soak keeps what it measured).
 
-At the end ``<out>/soak.json`` holds per policy: resident memory at start, maximum and end, memory
-growth once the replay buffer is full (least-squares slope, MiB per 1k steps, and percent of the
-resident memory per 10k steps), steps per second over time and any error; ``<out>/soak.png`` plots
-memory and steps per second against time. Linux only (``/proc/self/status``).
+At the end (or with ``--report-only``, from the JSON-lines files of an earlier run) ``<out>/soak.json``
+holds per policy: resident memory at start, maximum and end; its growth once the replay buffer is
+full, as the least-squares slope (MiB per 1k steps, and percent of the resident memory per 10k
+steps) and from the highest value in each half of that period (robust to the allocator's swings);
+steps per second over time and any error. ``<out>/soak.png`` plots memory and steps per second
+against time. Linux only (``/proc/self/status``).
 """
 
 from __future__ import annotations
@@ -167,13 +169,21 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     )
     if len(full) >= 2 and full[-1]["steps"] > full[0]["steps"]:
         steps = np.array([r["steps"] for r in full], dtype=float)
-        slope = np.polyfit(steps / 1000, [r["rss_mib"] for r in full], 1)[0]
+        full_rss = np.array([r["rss_mib"] for r in full])
+        slope = np.polyfit(steps / 1000, full_rss, 1)[0]
+        # The allocator keeps freed memory for a while, so resident memory swings between samples; the
+        # highest value in each half of the run after the fill shows whether it settles or keeps climbing.
+        later = steps > (steps[0] + steps[-1]) / 2
+        high_water = [float(full_rss[~later].max()), float(full_rss[later].max())]
         summary.update(
             buffer_full_at_steps=full[0]["steps"],
             buffer_full_at_minutes=full[0]["t"] / 60,
             rss_at_full_mib=full[0]["rss_mib"],
             growth_after_full_mib_per_1k_steps=slope,
             growth_after_full_percent_per_10k_steps=100 * 10 * slope / full[0]["rss_mib"],
+            rss_max_after_full_halves_mib=high_water,
+            # the halves' middles are half the period apart
+            high_water_growth_percent_per_10k_steps=100 * (high_water[1] / high_water[0] - 1) * 2e4 / (steps[-1] - steps[0]),
         )
     speeds = [(r["t"], r["sps"]) for r in samples if r["sps"] is not None]
     if speeds:
@@ -216,9 +226,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def main(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def run_workers(args: argparse.Namespace, out: Path) -> dict[str, int]:
+    """Run one worker process per policy, with a progress bar; their exit codes."""
     command = [sys.executable, __file__, "--minutes", str(args.minutes), "--out", str(out), "--seed", str(args.seed)]
     options = ["--buffer-size", args.buffer_size, "--reload-every", args.reload_every]
     options += ["--sample-seconds", args.sample_seconds, "--eval-episodes", args.eval_episodes]
@@ -235,7 +244,14 @@ def main(args: argparse.Namespace) -> int:
         bar.set_postfix({p: f"{r[0].get('steps', '?')} steps {r[0].get('rss_mib', 0):.0f} MiB" for p, r in last.items() if r})
         bar.refresh()
     bar.close()
-    results = {policy: read_rows(out / f"{policy}.jsonl") for policy in workers}
+    return {policy: w.returncode for policy, w in workers.items()}
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    exit_codes = {} if args.report_only else run_workers(args, out)
+    results = {policy: read_rows(out / f"{policy}.jsonl") for policy in args.policies}
     report = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -243,13 +259,13 @@ def main(args: argparse.Namespace) -> int:
         command=" ".join([Path(sys.executable).name, *sys.argv]),
         settings=dict(vars(args), hyperparams=HYPERPARAMS),
         policies={policy: summarize(rows) for policy, rows in results.items()},
-        exit_codes={policy: w.returncode for policy, w in workers.items()},
+        exit_codes=exit_codes,
     )
     (out / "soak.json").write_text(json.dumps(report, indent=2, default=float))
     plot(results, out / "soak.png")
     for policy, summary in report["policies"].items():
         print(policy, json.dumps({k: v for k, v in summary.items() if k != "eval_returns"}, default=float))
-    return int(any(w.returncode != 0 for w in workers.values()))
+    return int(any(code != 0 for code in exit_codes.values()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -263,6 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="only (re)write the report from <out>/<policy>.jsonl")
     parser.add_argument("--worker", choices=sorted(POLICIES), help=argparse.SUPPRESS)  # internal: run one policy
     return parser.parse_args(argv)
 

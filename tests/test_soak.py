@@ -32,6 +32,8 @@ def test_summarize_measures_growth_after_the_replay_fills() -> None:
     assert summary["buffer_full_at_steps"] == 2000 and summary["rss_at_full_mib"] == 320
     assert summary["growth_after_full_mib_per_1k_steps"] == pytest.approx(0.5, rel=1e-3)
     assert summary["growth_after_full_percent_per_10k_steps"] == pytest.approx(100 * 5 / 320, rel=1e-3)
+    assert summary["rss_max_after_full_halves_mib"] == [322, 324]  # steps 2000-6000, 6500-10000
+    assert summary["high_water_growth_percent_per_10k_steps"] == pytest.approx(100 * 2 / 322 * 10 / 4)
     assert (summary["rss_start_mib"], summary["rss_max_mib"], summary["rss_end_mib"]) == (300, 324, 324)
     assert (summary["reloads"], summary["eval_returns"], summary["error"]) == (1, [9.0], None)
     assert (summary["sps_first_tenth"], summary["sps_last_tenth"]) == (1.5, 19.5)

@@ -568,7 +568,7 @@ class GITSTORM(OffPolicyAlgorithm):
             self.num_timesteps, self._rng_states = num_timesteps, None
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfGITSTORM],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,

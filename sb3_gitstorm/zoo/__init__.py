@@ -130,6 +130,6 @@ def _learn_continuing(self: ExperimentManager, model: BaseAlgorithm) -> None:
         _learn(self, model)
 
 
-ExperimentManager.create_callbacks = _create_resumable_callbacks
-ExperimentManager._load_pretrained_agent = _load_checkpoint
-ExperimentManager.learn = _learn_continuing
+ExperimentManager.create_callbacks = _create_resumable_callbacks  # type: ignore[method-assign]
+ExperimentManager._load_pretrained_agent = _load_checkpoint  # type: ignore[method-assign]
+ExperimentManager.learn = _learn_continuing  # type: ignore[method-assign]

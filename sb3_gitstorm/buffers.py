@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import pathlib
+import pickle
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
+from stable_baselines3.common.save_util import load_from_pkl
 
 
 def check_replay_sizes(buffer_size: int, n_envs: int, learning_starts: int, batch_length: int) -> None:
@@ -125,6 +129,7 @@ class SequenceReplayBuffer(BaseBuffer):
         self.terminated = self._zeros(size, bool)
         self.truncated = self._zeros(size, bool)
         self.episode_starts = self._zeros(size, bool)
+        self.version = library_version()  # a saved buffer is read by the version that wrote it only
 
     def _zeros(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray | th.Tensor:
         if self.on_device:
@@ -212,3 +217,59 @@ class SequenceReplayBuffer(BaseBuffer):
         if self.discrete:
             samples[1] = samples[1].long()
         return SequenceSamples(*samples)
+
+
+def library_version() -> str:
+    from sb3_gitstorm import __version__  # here: the package imports this module before defining it
+
+    return __version__
+
+
+def load_sequence_buffer(
+    path: str | pathlib.Path | io.BufferedIOBase,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    n_envs: int,
+    verbose: int = 0,
+) -> SequenceReplayBuffer:
+    """Load a pickled :class:`SequenceReplayBuffer` and check that it fits a model.
+
+    Parameters
+    ----------
+    path : str, pathlib.Path or file object
+        The pickle file (``GITSTORM.save_replay_buffer``).
+    observation_space, action_space : spaces.Space
+        The model's (stored) observation space and its action space.
+    n_envs : int
+        The model's number of environments.
+    verbose : int
+        Passed to SB3's ``load_from_pkl``.
+
+    Raises
+    ------
+    ValueError
+        If the file is truncated or not a pickle, holds something else than a GITSTORM replay buffer,
+        or one written by another version of sb3_gitstorm or recorded with other spaces or another
+        number of environments.
+    """
+    try:
+        buffer = load_from_pkl(path, verbose)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as error:
+        raise ValueError(f"{path} is not a pickled replay buffer, or a truncated one: {error}") from error
+    if not isinstance(buffer, SequenceReplayBuffer):
+        raise ValueError(f"{path} holds a {type(buffer).__name__}, not a GITSTORM SequenceReplayBuffer")
+    version = getattr(buffer, "version", None)
+    if version != library_version():
+        writer = f"sb3_gitstorm {version}" if version else "a version of sb3_gitstorm that did not record its version"
+        raise ValueError(
+            f"the replay buffer in {path} was written by {writer}, this is sb3_gitstorm {library_version()}: "
+            "replay files hold the buffer's internals and only the version that wrote them reads them"
+        )
+    for name, stored, expected in (
+        ("observation space", buffer.observation_space, observation_space),
+        ("action space", buffer.action_space, action_space),
+        ("number of environments", buffer.n_envs, n_envs),
+    ):
+        if stored != expected:
+            raise ValueError(f"the replay buffer in {path} was recorded with {name} {stored}, this model has {expected}")
+    return buffer

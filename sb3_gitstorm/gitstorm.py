@@ -18,9 +18,9 @@ based World Models for Reinforcement Learning" (NeurIPS 2023).
 
 from __future__ import annotations
 
+import functools
 import io
 import pathlib
-import pickle
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
 
@@ -31,16 +31,17 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
+from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_gitstorm.buffers import SequenceReplayBuffer, check_finite, check_replay_sizes
+from sb3_gitstorm.buffers import SequenceReplayBuffer, check_finite, check_replay_sizes, load_sequence_buffer
 from sb3_gitstorm.dreams import log_dreams
+from sb3_gitstorm.guards import DivergenceGuard
 from sb3_gitstorm.imagination import check_imagination_lengths, imagine
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy, check_spaces
-from sb3_gitstorm.save_util import atomic_write
+from sb3_gitstorm.save_util import atomic_write, check_model_zip, get_rng_states, set_rng_states
 from sb3_gitstorm.world_model import ImaginedTrajectory
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
@@ -83,6 +84,11 @@ class GITSTORM(OffPolicyAlgorithm):
         Draft-and-revise schedule of the MaskGIT prior in imagination (paper: 1, 1, 1).
     world_model_max_grad_norm, actor_critic_max_grad_norm : float
         Gradient-norm clips (1000 and 100).
+    max_nonfinite_skips : int
+        Divergence guard: an update whose loss or gradient is NaN or infinite is skipped (the weights
+        and optimiser states stay as they were) and counted (``train/skipped_world_model_updates``,
+        ``train/skipped_actor_critic_updates``); after this many skipped world-model or actor-critic
+        updates in a row, training stops with a ``RuntimeError`` that names what was not finite.
     replay_buffer_kwargs : dict, optional
         Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`, e.g.
         ``dict(on_device=True)`` to keep the replay on the GPU (no host-to-device copy per batch).
@@ -137,6 +143,7 @@ class GITSTORM(OffPolicyAlgorithm):
         revise_rounds: int = 1,
         world_model_max_grad_norm: float = 1000.0,
         actor_critic_max_grad_norm: float = 100.0,
+        max_nonfinite_skips: int = 10,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         mixed_precision: bool = False,
         stats_window_size: int = 100,
@@ -148,6 +155,8 @@ class GITSTORM(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if max_nonfinite_skips < 1:
+            raise ValueError(f"max_nonfinite_skips must be >= 1, got {max_nonfinite_skips}")
         if log_video_interval < 0:
             raise ValueError(f"log_video_interval must be >= 0 (0 disables the videos), got {log_video_interval}")
         if env is not None:
@@ -189,10 +198,15 @@ class GITSTORM(OffPolicyAlgorithm):
         self.revise_rounds = revise_rounds
         self.world_model_max_grad_norm = world_model_max_grad_norm
         self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self._divergence_guard = DivergenceGuard()  # saved with the model: the counts go on after a resume
         self.log_video_interval = log_video_interval
         self.mixed_precision = mixed_precision
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
+        # (num_timesteps, random-generator states) at the start of the step in progress, for save().
+        self._step_start: tuple[int, dict[str, Any]] | None = None
+        self._rng_states: dict[str, Any] | None = None  # only set in a saved file
         if _init_setup_model:
             self._setup_model()
 
@@ -242,6 +256,9 @@ class GITSTORM(OffPolicyAlgorithm):
                 **self.replay_buffer_kwargs,
             )
         self._convert_train_freq()
+        if self._rng_states is not None:  # a loaded checkpoint: continue its random streams, not the seed's
+            set_rng_states(self._rng_states, self.action_space)
+            self._rng_states = None
 
     def _check_hyperparameters(self) -> None:
         check_replay_sizes(self.buffer_size, self.n_envs, self.learning_starts, self.batch_length)
@@ -251,7 +268,7 @@ class GITSTORM(OffPolicyAlgorithm):
             raise ValueError("batch_size and imagine_batch_size must be >= 1")
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_policy_state"]
+        return [*super()._excluded_save_params(), "_policy_state", "_step_start"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         names = ["policy", "policy.world_model_optimizer", "policy.actor_optimizer", "policy.critic_optimizer"]
@@ -285,6 +302,7 @@ class GITSTORM(OffPolicyAlgorithm):
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
+        self._step_start = (self.num_timesteps, get_rng_states(self.action_space))
         if self.num_timesteps < learning_starts:
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
@@ -312,6 +330,7 @@ class GITSTORM(OffPolicyAlgorithm):
         replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
         self._last_obs = new_obs
         self._last_episode_starts = dones
+        self._step_start = None
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         """3-5. World-model update, imagination, actor-critic update; ``gradient_steps`` times."""
@@ -326,6 +345,7 @@ class GITSTORM(OffPolicyAlgorithm):
                 logs[f"train/{key}"].append(value)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self._divergence_guard.record(self.logger)
         for key, values in logs.items():
             self.logger.record(key, float(np.mean(values)))
         interval = self.log_video_interval
@@ -354,22 +374,20 @@ class GITSTORM(OffPolicyAlgorithm):
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
         with self._autocast():
             loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
-        self.policy.world_model_optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        th.nn.utils.clip_grad_norm_(world_model.parameters(), self.world_model_max_grad_norm)
-        self.policy.world_model_optimizer.step()
-        return {
-            "loss": loss.total.item(),
-            "reconstruction_loss": loss.reconstruction.item(),
-            "reward_loss": loss.reward.item(),
-            "termination_loss": loss.termination.item(),
-            "kl_dynamics_loss": loss.kl_dynamics.item(),
-            "kl_representation_loss": loss.kl_representation.item(),
-            "kl": loss.kl.item(),
-            "prior_token_loss": loss.prior_token_ce.item(),
-            "prior_mask_ratio": loss.prior_mask_ratio.item(),
-            "imagination_kl": loss.imagination_kl.item(),
+        losses = {
+            "loss": loss.total,
+            "reconstruction_loss": loss.reconstruction,
+            "reward_loss": loss.reward,
+            "termination_loss": loss.termination,
+            "kl_dynamics_loss": loss.kl_dynamics,
+            "kl_representation_loss": loss.kl_representation,
+            "kl": loss.kl,
+            "prior_token_loss": loss.prior_token_ce,
         }
+        step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
+        self._divergence_guard.step("world_model", self._n_updates, losses, [step], self.max_nonfinite_skips)
+        diagnostics = {"prior_mask_ratio": loss.prior_mask_ratio, "imagination_kl": loss.imagination_kl}  # not trained on
+        return {key: value.item() for key, value in (losses | diagnostics).items()}
 
     def _imagine(self) -> ImaginedTrajectory:
         """4. Roll the world model forward from ``imagine_batch_size`` real context windows."""
@@ -389,17 +407,17 @@ class GITSTORM(OffPolicyAlgorithm):
         """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""
         actor_critic = self.policy.actor_critic
         actor_critic.train()
+        scale = actor_critic.normalizer.scale.clone()  # the loss updates it: put back if the update is skipped
         with self._autocast():
             loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
-        for value, optimizer, module in (
-            (loss.actor, self.policy.actor_optimizer, actor_critic.actor),
-            (loss.critic, self.policy.critic_optimizer, actor_critic.critic),
-        ):
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            th.nn.utils.clip_grad_norm_(module.parameters(), self.actor_critic_max_grad_norm)
-            optimizer.step()
-        actor_critic.update_target(self.tau)
+        steps = [
+            (loss.actor, self.policy.actor_optimizer, actor_critic.actor, self.actor_critic_max_grad_norm),
+            (loss.critic, self.policy.critic_optimizer, actor_critic.critic, self.actor_critic_max_grad_norm),
+        ]
+        losses = {"actor_loss": loss.actor, "critic_loss": loss.critic, "return_scale": loss.return_scale}
+        rollback = functools.partial(actor_critic.normalizer.scale.copy_, scale)
+        if self._divergence_guard.step("actor_critic", self._n_updates, losses, steps, self.max_nonfinite_skips, rollback):
+            actor_critic.update_target(self.tau)
         return {
             "actor_loss": loss.actor.item(),
             "critic_loss": loss.critic.item(),
@@ -417,8 +435,36 @@ class GITSTORM(OffPolicyAlgorithm):
         exclude: Any = None,
         include: Any = None,
     ) -> None:
-        """Save the model to a zip file, atomically (an interrupted save keeps the previous file)."""
-        atomic_write(path, "zip", lambda target: super(GITSTORM, self).save(target, exclude, include))
+        """Save the model to a zip file, atomically (an interrupted save keeps the previous file).
+
+        The file holds the states of the random generators too (:func:`~sb3_gitstorm.save_util.get_rng_states`),
+        which ``load`` restores, so that a resumed run draws what the uninterrupted one would have.
+        SB3 calls callbacks (e.g. ``CheckpointCallback``) after a step's environment step and before
+        its transition is stored; saved there, the file holds the state at the start of that step
+        (``num_timesteps`` one step lower, the generators before its action), and the resumed run
+        takes that step again.
+        """
+        num_timesteps = self.num_timesteps
+        self.num_timesteps, self._rng_states = self._step_start or (num_timesteps, get_rng_states(self.action_space))
+        try:
+            atomic_write(path, "zip", lambda target: super(GITSTORM, self).save(target, exclude, include))
+        finally:
+            self.num_timesteps, self._rng_states = num_timesteps, None
+
+    @classmethod
+    def load(
+        cls: type[SelfGITSTORM],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfGITSTORM:
+        """SB3's ``load``, with a clear error for a truncated, corrupted or foreign file (see ``check_model_zip``)."""
+        check_model_zip(path)
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically."""
@@ -438,22 +484,11 @@ class GITSTORM(OffPolicyAlgorithm):
         Raises
         ------
         ValueError
-            If the file is not a GITSTORM replay buffer, or one recorded with another observation
-            space, action space or number of environments. The current buffer is kept.
+            If the file is truncated, not a GITSTORM replay buffer, or one written by another
+            version of sb3_gitstorm or recorded with another observation space, action space or
+            number of environments. The current buffer is kept.
         """
-        try:
-            buffer = load_from_pkl(path, self.verbose)
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path} is not a pickled replay buffer: {error}") from error
-        if not isinstance(buffer, SequenceReplayBuffer):
-            raise ValueError(f"{path} holds a {type(buffer).__name__}, not a GITSTORM SequenceReplayBuffer")
-        for name, stored, expected in (
-            ("observation space", buffer.observation_space, self.policy.model_observation_space),
-            ("action space", buffer.action_space, self.action_space),
-            ("number of environments", buffer.n_envs, self.n_envs),
-        ):
-            if stored != expected:
-                raise ValueError(f"the replay buffer in {path} was recorded with {name} {stored}, this model has {expected}")
+        buffer = load_sequence_buffer(path, self.policy.model_observation_space, self.action_space, self.n_envs, self.verbose)
         if truncate_last_traj and (buffer.full or buffer.pos > 0):
             last = (buffer.pos - 1) % buffer.buffer_size
             buffer.truncated[last] |= ~buffer.terminated[last]

@@ -1,13 +1,20 @@
-"""Atomic writes for checkpoints and replay buffers."""
+"""Atomic writes for checkpoints and replay buffers; the random-generator states a checkpoint resumes."""
 
 from __future__ import annotations
 
 import io
 import os
 import pathlib
+import random
+import re
 import tempfile
+import zipfile
 from collections.abc import Callable
 from typing import Any, overload
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
 
 
 @overload
@@ -67,3 +74,112 @@ def _file_mode(path: pathlib.Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def get_rng_states(action_space: spaces.Space) -> dict[str, Any]:
+    """The states of every random generator GITSTORM training draws from.
+
+    Python's and NumPy's global generators (replay sampling), torch's on the CPU and, once used, on
+    CUDA (sampling in the networks, dropout) and the action space's (the random warm-up actions).
+
+    Parameters
+    ----------
+    action_space : spaces.Space
+        The training action space.
+
+    Returns
+    -------
+    dict
+        Picklable states, for :func:`set_rng_states`.
+    """
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": th.get_rng_state(),
+        "torch_cuda": th.cuda.get_rng_state_all() if th.cuda.is_initialized() else [],
+        "action_space": action_space.np_random.bit_generator.state,
+    }
+
+
+def set_rng_states(states: dict[str, Any], action_space: spaces.Space) -> None:
+    """Restore the states of :func:`get_rng_states`.
+
+    The CUDA states are restored only on a machine with the same number of CUDA devices (a
+    checkpoint from a GPU run loaded on a CPU keeps the rest).
+    """
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    th.set_rng_state(states["torch"])
+    if states["torch_cuda"] and th.cuda.is_available() and th.cuda.device_count() == len(states["torch_cuda"]):
+        th.cuda.set_rng_state_all(states["torch_cuda"])
+    action_space.np_random.bit_generator.state = states["action_space"]
+
+
+def latest_checkpoint(
+    folder: str | pathlib.Path, name_prefix: str = "rl_model"
+) -> tuple[pathlib.Path, pathlib.Path | None] | None:
+    """The newest checkpoint that SB3's ``CheckpointCallback`` finished writing in ``folder``.
+
+    With ``save_replay_buffer=True`` a checkpoint is a model and a replay buffer, written one after
+    the other: a run killed in between leaves a model without its replay, and resuming from that
+    would start the replay afresh. So when ``folder`` holds replay buffers, only checkpoints with
+    both files count. Temporary files of interrupted writes (:func:`atomic_write`) never match.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        The callback's ``save_path``.
+    name_prefix : str
+        The callback's ``name_prefix``.
+
+    Returns
+    -------
+    tuple or None
+        ``(model zip, replay buffer pkl or None)`` of the checkpoint with the most steps; None if
+        there is none.
+    """
+
+    def by_steps(kind: str, suffix: str) -> dict[int, pathlib.Path]:
+        pattern = re.compile(rf"{re.escape(name_prefix)}_{kind}(\d+)_steps\.{suffix}")
+        matches = ((pattern.fullmatch(path.name), path) for path in pathlib.Path(folder).glob(f"{name_prefix}_*.{suffix}"))
+        return {int(match[1]): path for match, path in matches if match}
+
+    models, replays = by_steps("", "zip"), by_steps("replay_buffer_", "pkl")
+    complete = models.keys() & replays.keys() if replays else models.keys()
+    if not complete:
+        return None
+    steps = max(complete)
+    return models[steps], replays.get(steps)
+
+
+def check_model_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """Raise one clear error for a file that is not a complete saved model.
+
+    SB3 reports a truncated zip as "wasn't a zip-file" and a foreign zip with an assertion; this
+    tells a truncated or corrupted model (e.g. from a copy of a run that was killed mid-save, or a
+    partial download) from another kind of file. File objects and missing files are left to SB3.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a zip file, a truncated or corrupted one, or a zip without a saved model.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    path = pathlib.Path(path)
+    if not path.is_file() and path.with_name(f"{path.name}.zip").is_file():  # SB3 adds the suffix too
+        path = path.with_name(f"{path.name}.zip")
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken, names = archive.testzip(), archive.namelist()
+    except (zipfile.BadZipFile, EOFError) as error:
+        what = "a truncated or corrupted zip file" if is_zip else "not a zip file (GITSTORM.save writes zip files)"
+        raise ValueError(f"{path} is {what}, not a loadable model") from error
+    if broken is not None:
+        raise ValueError(f"{path} is a corrupted zip file, not a loadable model: its entry {broken!r} fails the CRC check")
+    if "data" not in names:
+        raise ValueError(f"{path} is a zip file but not a saved SB3 model: it has no 'data' entry (entries: {names[:5]})")

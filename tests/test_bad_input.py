@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zipfile
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import PPO
 from stable_baselines3.common import base_class
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.vec_env import VecNormalize
 
+import sb3_gitstorm
 import sb3_gitstorm.gitstorm as gitstorm_module
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.save_util import atomic_write
@@ -34,10 +37,34 @@ def test_observation_shape_mismatch_at_predict(fast_kwargs: dict) -> None:
 def test_load_of_files_that_are_not_gitstorm_models(tmp_path, fast_kwargs: dict) -> None:
     model = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
     model.save_replay_buffer(tmp_path / "buffer.pkl")
-    with pytest.raises(ValueError, match="zip"):
+    with pytest.raises(ValueError, match=r"buffer.pkl is not a zip file \(GITSTORM.save writes zip files\)"):
         GITSTORM.load(tmp_path / "buffer.pkl")
     with pytest.raises(FileNotFoundError):
         GITSTORM.load(tmp_path / "missing.zip")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    with pytest.raises(ValueError, match=r"other.zip is a zip file but not a saved SB3 model: it has no 'data' entry"):
+        GITSTORM.load(tmp_path / "other")  # SB3 adds the suffix
+    PPO("MlpPolicy", "CartPole-v1").save(tmp_path / "ppo.zip")
+    with pytest.raises(ValueError, match="not a GITSTORM policy"):
+        GITSTORM.load(tmp_path / "ppo.zip")
+
+
+def test_load_of_truncated_or_corrupted_models(tmp_path, fast_kwargs: dict) -> None:
+    GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs).save(tmp_path / "agent.zip")
+    saved = (tmp_path / "agent.zip").read_bytes()
+    for size in (4, len(saved) // 2, len(saved) - 1):
+        (tmp_path / "cut.zip").write_bytes(saved[:size])
+        with pytest.raises(ValueError, match=r"cut\.zip is a truncated or corrupted zip file, not a loadable model"):
+            GITSTORM.load(tmp_path / "cut.zip")
+    corrupted = bytearray(saved)
+    with zipfile.ZipFile(tmp_path / "agent.zip") as archive:
+        entry = archive.getinfo("policy.pth")
+    corrupted[entry.header_offset + 30 + len(entry.filename) + 100] ^= 0xFF  # a byte of its compressed data
+    (tmp_path / "corrupted.zip").write_bytes(bytes(corrupted))
+    with pytest.raises(ValueError, match=r"corrupted\.zip is a corrupted zip file, .* its entry 'policy\.pth'"):
+        GITSTORM.load(tmp_path / "corrupted.zip")
+    GITSTORM.load(tmp_path / "agent.zip")
 
 
 @pytest.fixture
@@ -83,6 +110,25 @@ def test_load_replay_buffer_with_other_action_space(tmp_path, fast_kwargs: dict)
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="not a pickled replay buffer"):
         discrete.load_replay_buffer(tmp_path / "junk.pkl")
+    discrete.save_replay_buffer(tmp_path / "discrete.pkl")
+    saved = (tmp_path / "discrete.pkl").read_bytes()
+    (tmp_path / "cut.pkl").write_bytes(saved[: len(saved) // 2])
+    with pytest.raises(ValueError, match=r"cut\.pkl is not a pickled replay buffer, or a truncated one"):
+        discrete.load_replay_buffer(tmp_path / "cut.pkl")
+
+
+def test_load_replay_buffer_of_another_version(tmp_path, fast_kwargs: dict) -> None:
+    model = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
+    buffer = model.replay_buffer
+    assert buffer.version == sb3_gitstorm.__version__
+    buffer.version = "0.0.1"
+    save_to_pkl(tmp_path / "old.pkl", buffer)
+    del buffer.version
+    save_to_pkl(tmp_path / "unversioned.pkl", buffer)
+    with pytest.raises(ValueError, match=rf"written by sb3_gitstorm 0.0.1, this is sb3_gitstorm {sb3_gitstorm.__version__}"):
+        model.load_replay_buffer(tmp_path / "old.pkl")
+    with pytest.raises(ValueError, match="written by a version of sb3_gitstorm that did not record its version"):
+        model.load_replay_buffer(tmp_path / "unversioned.pkl")
 
 
 def test_hyperparameters_that_do_not_fit_the_buffer(fast_kwargs: dict) -> None:

@@ -104,7 +104,7 @@ def cosine_counts(rounding, samples: int = 400_000, k: int = 32) -> np.ndarray:
 
 @pytest.mark.parametrize("k", [8, 32])
 def test_cosine_schedule_masks_everything_at_the_documented_rate(k: int) -> None:
-    """"cosine": ceil(cos(pi/2 u) K) masked tokens, so a share (2/pi) acos((K-1)/K) of the rows is all-masked."""
+    """ "cosine": ceil(cos(pi/2 u) K) masked tokens, so a share (2/pi) acos((K-1)/K) of the rows is all-masked."""
     gen = th.Generator().manual_seed(0)
     counts = masked_counts("cosine", 100_000, k, DecodeSchedule(), th.device("cpu"), gen)
     share = (2 / math.pi) * math.acos((k - 1) / k)
@@ -114,7 +114,7 @@ def test_cosine_schedule_masks_everything_at_the_documented_rate(k: int) -> None
 
 
 def test_reference_schedule_matches_the_released_code() -> None:
-    """"reference": max(1, floor(cos(pi/2 u) K)) masked tokens, all-masked practically never."""
+    """ "reference": max(1, floor(cos(pi/2 u) K)) masked tokens, all-masked practically never."""
     gen = th.Generator().manual_seed(0)
     mask = training_mask("reference", 100_000, 32, DecodeSchedule(), th.device("cpu"), gen)
     counts = mask.sum(1)
@@ -133,7 +133,7 @@ def test_reference_schedule_matches_the_released_code() -> None:
     ],
 )
 def test_decode_schedule_masks_like_the_decoding_passes(decode: DecodeSchedule, passes: list[int]) -> None:
-    """"decode": every row is masked like one of the decoding passes, each drawn equally often; with the
+    """ "decode": every row is masked like one of the decoding passes, each drawn equally often; with the
     paper's 1/1/1 schedule every row is all-masked, as every imagined latent is sampled from all-[MASK]."""
     assert decode.passes(K) == passes
     gen = th.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -104,3 +105,88 @@ def test_the_chosen_prior_is_the_one_trained_and_loaded(tmp_path, prior: str, pr
     model.save(tmp_path / "agent.zip")
     loaded = GITSTORM.load(tmp_path / "agent.zip")
     assert loaded.prior == prior and type(loaded.policy.world_model.prior) is prior_class
+
+
+class CountingEnv(gym.Env):
+    """No randomness at all: episodes of ``length`` steps, the observation a function of the actions so far."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 8) -> None:
+        self.length = length
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t / self.length, self.x], np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t, self.x = 0, 0.0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        self.x += 0.25 if int(action) else -0.25
+        return self._obs(), float(self.x > 0), self.t == self.length, False, {}
+
+
+@pytest.fixture
+def recorded_losses(monkeypatch) -> list[dict[str, float]]:
+    """Every world-model and actor-critic update's losses, in order, whichever model makes them."""
+    losses: list[dict[str, float]] = []
+    for name in ("_train_world_model", "_train_actor_critic"):
+        method = getattr(GITSTORM, name)
+
+        def recorded(self, *args, method=method):
+            losses.append(method(self, *args))
+            return losses[-1]
+
+        monkeypatch.setattr(GITSTORM, name, recorded)
+    return losses
+
+
+@pytest.mark.parametrize("checkpoint_at", [25, 49])  # during the random warm-up (32 steps) / while training
+def test_checkpoint_resume_continues_the_uninterrupted_run(tmp_path, checkpoint_at: int, recorded_losses, fast_kwargs: dict):
+    """A run resumed from a ``CheckpointCallback`` checkpoint makes exactly the updates the uninterrupted run makes.
+
+    ``learn`` after ``load`` resets the environment, so the resumed run can only see the transitions
+    of the uninterrupted one where that reset changes nothing: this environment is deterministic and
+    the checkpoint is taken at a step that starts an episode (8-step episodes). Everything else (the
+    replay, the weights, the optimisers, the return normaliser, the slow critic, the random streams of
+    replay sampling, of the networks and of the warm-up actions) comes from the checkpoint, and the
+    next 16 steps' losses, replays and weights must be equal to the last bit.
+    """
+    total = checkpoint_at + 16
+    model = GITSTORM("MlpPolicy", CountingEnv(), seed=0, **fast_kwargs)
+    model.learn(total, callback=CheckpointCallback(checkpoint_at, str(tmp_path), save_replay_buffer=True))
+    uninterrupted = list(recorded_losses)
+    recorded_losses.clear()
+
+    # SB3 saves from callbacks before the step's transition is stored: the checkpoint is the state before that step.
+    resumed = GITSTORM.load(tmp_path / f"rl_model_{checkpoint_at}_steps.zip", env=CountingEnv())
+    resumed.load_replay_buffer(tmp_path / f"rl_model_replay_buffer_{checkpoint_at}_steps.pkl")
+    assert resumed.num_timesteps == resumed.replay_buffer.pos == checkpoint_at - 1
+    resumed.learn(total - resumed.num_timesteps, reset_num_timesteps=False)
+
+    assert resumed.num_timesteps == total and resumed._n_updates == model._n_updates
+    assert len(recorded_losses) == 2 * (total - max(checkpoint_at, fast_kwargs["learning_starts"] + 1) + 1) > 0
+    assert recorded_losses == uninterrupted[-len(recorded_losses) :]
+    for name in BUFFER_ARRAYS:
+        np.testing.assert_array_equal(getattr(resumed.replay_buffer, name), getattr(model.replay_buffer, name), err_msg=name)
+    assert_same_state(resumed.policy.state_dict(), model.policy.state_dict())
+
+
+def test_checkpoint_mid_episode_marks_the_seam(tmp_path, fast_kwargs: dict) -> None:
+    """A checkpoint in the middle of an episode: the resumed replay ends that episode where the checkpoint cut it
+    (truncated) and starts a new one after it, so no training window joins the two."""
+    model = GITSTORM("MlpPolicy", DotEnv(size=(8, 8)), seed=0, **fast_kwargs)
+    model.learn(44, callback=CheckpointCallback(44, str(tmp_path), save_replay_buffer=True))
+    cut = model.replay_buffer
+    assert not cut.episode_starts[43, 0] and not (cut.terminated[42, 0] or cut.truncated[42, 0])  # mid-episode
+
+    resumed = GITSTORM.load(tmp_path / "rl_model_44_steps.zip", env=DotEnv(size=(8, 8)))
+    resumed.load_replay_buffer(tmp_path / "rl_model_replay_buffer_44_steps.pkl")
+    resumed.learn(4, reset_num_timesteps=False)
+    buffer = resumed.replay_buffer
+    assert buffer.truncated[42, 0] and not buffer.terminated[42, 0] and buffer.episode_starts[43, 0]
+    np.testing.assert_array_equal(buffer.observations[:43], cut.observations[:43])

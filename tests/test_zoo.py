@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import optuna
+import pytest
 import rl_zoo3
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
@@ -19,7 +20,7 @@ from stable_baselines3 import PPO, SAC
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.envs import ATARI_100K_GAMES, DMC_TASKS, atari_id, dmc_id
 from sb3_gitstorm.zoo import HYPERPARAMS_DIR, default_conf_file
-from sb3_gitstorm.zoo.train import with_default_conf_file
+from sb3_gitstorm.zoo.train import with_default_conf_file, with_latest_checkpoint
 
 ALGOS = {"gitstorm": GITSTORM, "ppo": PPO, "sac": SAC}
 # Keys rl_zoo3 consumes itself instead of passing them to the algorithm.
@@ -95,3 +96,34 @@ def test_train_then_enjoy_cli(tmp_path: Path) -> None:
     assert yaml.unsafe_load((run / "CartPole-v1" / "args.yml").read_text())["conf_file"] == str(HYPERPARAMS_DIR / "gitstorm.yml")
 
     assert f"Loading {run / 'CartPole-v1.zip'}" in zoo("enjoy", *common, "-n", "100", "--no-render")
+
+
+def test_resume_from_the_latest_checkpoint_cli(tmp_path: Path) -> None:
+    """``--save-freq`` + ``--save-replay-buffer`` checkpoints, then ``-i <run folder>`` continues the run from the newest one."""
+    fast = "learning_starts:32 batch_size:4 batch_length:8 imagine_batch_size:16 imagine_context_length:4 imagine_horizon:4"
+    common = ["--algo", "gitstorm", "--env", "CartPole-v1", "-f", str(tmp_path), "--num-threads", "1", "--seed", "0"]
+    common += ["--save-freq", "48", "--save-replay-buffer", "-params", *fast.split()]
+    zoo("train", *common, "-n", "96")
+    first = tmp_path / "gitstorm" / "CartPole-v1_1"
+    names = {p.name for p in first.iterdir()}
+    assert {"rl_model_48_steps.zip", "rl_model_replay_buffer_48_steps.pkl", "rl_model_96_steps.zip"} <= names
+    (first / "rl_model_replay_buffer_96_steps.pkl").unlink()  # as if killed while writing it: 48 is the newest complete one
+
+    output = zoo("train", *common, "-n", "120", "-i", str(first))
+    assert f"Loading the checkpoint's replay buffer {first / 'rl_model_replay_buffer_48_steps.pkl'}" in output
+    resumed = tmp_path / "gitstorm" / "CartPole-v1_2"
+    model = GITSTORM.load(resumed / "CartPole-v1.zip")
+    assert model.num_timesteps == 120  # the run's budget, counted from the checkpoint's 47 steps
+    model.load_replay_buffer(resumed / "replay_buffer.pkl")
+    assert model.replay_buffer.pos == 120 and model.replay_buffer.episode_starts[47, 0]  # old steps kept, the seam marked
+
+
+def test_with_latest_checkpoint(tmp_path: Path) -> None:
+    names = ("rl_model_10_steps.zip", "rl_model_replay_buffer_10_steps.pkl", "rl_model_20_steps.zip", ".rl_model_30.tmp")
+    for name in names:  # 20 lacks its replay buffer, 30 was never finished
+        (tmp_path / name).touch()
+    assert with_latest_checkpoint(["-i", str(tmp_path)])[-2:] == ["--trained-agent", str(tmp_path / "rl_model_10_steps.zip")]
+    assert with_latest_checkpoint(["-i", "model.zip"]) == ["-i", "model.zip"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no complete checkpoint"):
+        with_latest_checkpoint(["--trained-agent", str(tmp_path / "empty")])

@@ -5,7 +5,11 @@
 
 - added ``GITSTORM`` to ``rl_zoo3.ALGOS`` (and an Optuna search space for ``-optimize``),
 - registered the gymnasium ids of :mod:`sb3_gitstorm.envs`, and made rl_zoo3 treat the Atari ones as
-  Atari (stochastic evaluation, ``enjoy`` prints the game scores of ``Monitor``).
+  Atari (stochastic evaluation, ``enjoy`` prints the game scores of ``Monitor``),
+- made ``--save-freq`` checkpoints resumable: with ``--save-replay-buffer`` each checkpoint holds its
+  replay buffer, and ``-i`` given a checkpoint (``rl_model_<steps>_steps.zip``, or the run folder:
+  see :mod:`sb3_gitstorm.zoo.train`) loads the replay buffer of that checkpoint and continues the
+  run's timesteps up to ``-n`` instead of starting a new count.
 
 Without ``--conf-file``, ``train`` reads ``sb3_gitstorm/hyperparams/<algo>.yml`` when that file lists
 the environment or rl_zoo3 has no file for the algorithm (so ``--algo gitstorm`` always finds its
@@ -15,18 +19,25 @@ file, ``--algo ppo --env gitstorm/atari-Pong-v0`` gets the matching PPO settings
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import optuna
 import rl_zoo3
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.envs import ATARI_100K_GAMES, atari_id
 
+CHECKPOINT = re.compile(r"(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip")  # CheckpointCallback's model files
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
 ZOO_HYPERPARAMS_DIR = Path(rl_zoo3.__file__).resolve().parent / "hyperparams"
 
@@ -76,3 +87,49 @@ HYPERPARAMS_CONVERTER.setdefault("gitstorm", lambda sampled_params: dict(sampled
 _ATARI_IDS = frozenset(atari_id(game) for game in ATARI_100K_GAMES)
 _is_ale = ExperimentManager.is_atari
 ExperimentManager.is_atari = staticmethod(lambda env_id: env_id in _ATARI_IDS or _is_ale(env_id))  # type: ignore[method-assign]
+
+
+def checkpoint_replay_buffer(model_path: str) -> Path | None:
+    """The replay buffer ``CheckpointCallback`` wrote with the checkpoint ``model_path``, if it is one and there is one."""
+    match = CHECKPOINT.fullmatch(Path(model_path).name)
+    if match is None:
+        return None
+    path = Path(model_path).with_name(f"{match['prefix']}_replay_buffer_{match['steps']}_steps.pkl")
+    return path if path.is_file() else None
+
+
+_create_callbacks = ExperimentManager.create_callbacks
+_load_pretrained_agent = ExperimentManager._load_pretrained_agent
+_learn = ExperimentManager.learn
+
+
+def _create_resumable_callbacks(self: ExperimentManager) -> None:
+    _create_callbacks(self)
+    for callback in self.callbacks:
+        if isinstance(callback, CheckpointCallback):  # --save-replay-buffer: at every checkpoint, not only at the end
+            callback.save_replay_buffer = self.save_replay_buffer
+
+
+def _load_checkpoint(self: ExperimentManager, hyperparams: dict[str, Any], env: VecEnv) -> BaseAlgorithm:
+    model = _load_pretrained_agent(self, hyperparams, env)  # the zoo's: the run folder's replay_buffer.pkl, if any
+    replay_buffer = checkpoint_replay_buffer(self.trained_agent)
+    if replay_buffer is not None and hasattr(model, "load_replay_buffer"):
+        print(f"Loading the checkpoint's replay buffer {replay_buffer}")
+        model.load_replay_buffer(replay_buffer, truncate_last_traj=self.truncate_last_trajectory)
+    return model
+
+
+def _learn_continuing(self: ExperimentManager, model: BaseAlgorithm) -> None:
+    if CHECKPOINT.fullmatch(Path(self.trained_agent).name) is None:
+        _learn(self, model)
+        return
+    # A checkpoint continues its run: same timestep counter, up to the run's budget.
+    self.n_timesteps = max(self.n_timesteps - model.num_timesteps, 0)
+    learn = functools.partialmethod(type(model).learn, reset_num_timesteps=False)
+    with mock.patch.object(type(model), "learn", learn):  # on the class: an instance attribute would be saved
+        _learn(self, model)
+
+
+ExperimentManager.create_callbacks = _create_resumable_callbacks  # type: ignore[method-assign]
+ExperimentManager._load_pretrained_agent = _load_checkpoint  # type: ignore[method-assign]
+ExperimentManager.learn = _learn_continuing  # type: ignore[method-assign]

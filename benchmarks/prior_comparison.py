@@ -129,8 +129,8 @@ class ImaginationKL(BaseCallback):
 
 def held_out_episodes(task_name: str) -> list[Episode]:
     """Episodes of a uniformly random policy, the same for every model of the task (seeded by index only)."""
-    task = TASKS[task_name]
-    return [collect_episode(gym.make(task["env"]), None, 20_000 + i) for i in range(task["held_out"])]
+    env = gym.make(TASKS[task_name]["env"])
+    return [collect_episode(env, None, 20_000 + i) for i in range(TASKS[task_name]["held_out"])]
 
 
 def run(task_name: str, variant_name: str, seed: int, budget_scale: float, path: Path) -> dict[str, Any]:
@@ -210,12 +210,14 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for r in records:
         r = {**r, "kl_step1": r["kl_per_step"][0], "train_minutes": r["train_seconds"] / 60}
-        entry = summary.setdefault(r["task"], {}).setdefault(r["variant"], {"seeds": [], "rows": []})
+        entry = summary.setdefault(r["task"], {}).setdefault(r["variant"], {"seeds": [], "steps": set(), "rows": []})
         entry["seeds"].append(r["seed"])
+        entry["steps"].add(r["steps"])
         entry["rows"].append(r)
     for variants in summary.values():
         for entry in variants.values():
             rows = entry.pop("rows")
+            entry["steps"] = sorted(entry["steps"])  # one value unless runs of other budgets were mixed
             for _, key in COLUMNS:
                 entry[key] = mean_ci([row[key] for row in rows])
             for key in ("kl_per_step", "mse_per_step"):
@@ -227,7 +229,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 def markdown(summary: dict[str, Any], header: str) -> str:
     lines = [header, ""]
     for task, variants in summary.items():
-        lines += [f"### {TASKS[task]['label']}, {TASKS[task]['budget']} steps", ""]
+        steps = sorted({n for entry in variants.values() for n in entry["steps"]})
+        lines += [f"### {TASKS[task]['label']}, {' / '.join(map(str, steps))} steps", ""]
         lines.append("| variant | seeds | " + " | ".join(label for label, _ in COLUMNS) + " |")
         lines.append("|---" * (len(COLUMNS) + 2) + "|")
         for name, entry in variants.items():

@@ -7,6 +7,7 @@ Examples::
     python benchmarks/throughput.py --size tiny --policy cnn
     python benchmarks/throughput.py --size base --batch-scale 0.125 --repeats 3 --skip-naive
     python benchmarks/throughput.py --size base --policy cnn --device cuda --replay-on-device --bf16
+    python benchmarks/throughput.py --size tiny --policy cnn --imagine-batch-size 256 --threads 1 --skip-naive
 
 Every figure is the median over ``--repeats`` timed repetitions after ``--warmup`` untimed ones,
 with the paper's batch sizes (16 x 64 world-model windows, 1024 x 16 imagined steps) unless
@@ -14,7 +15,9 @@ with the paper's batch sizes (16 x 64 world-model windows, 1024 x 16 imagined st
 variant (``no-kv-cache``: the transformer recomputes the whole history at every imagined step, as
 the STORM code does), interleaved with the cached one so that both see the same machine load; the
 ``speed-up`` column is their ratio. ``--prior both`` measures the MaskGIT and the MLP prior in one
-run and prints their cost ratio per imagined step.
+run and prints their cost ratio per imagined step; ``--imagine-starts`` (default both) measures
+imagination from fresh replay windows (``"replay"``, the paper) and from the world-model batch
+(``"batch"``) and prints their ratio.
 
 On CUDA the timers synchronise the device before starting and before stopping, and the peak GPU
 memory is ``torch.cuda.max_memory_allocated``. Peak RSS is the process high-water mark.
@@ -181,7 +184,7 @@ def naive_imagine(
 def without_kv_cache(model: GITSTORM) -> Iterator[None]:
     """Inside, ``model`` imagines with :func:`naive_imagine` (in ``learn`` as well)."""
 
-    def imagine() -> ImaginedTrajectory:
+    def imagine(*_: Any) -> ImaginedTrajectory:  # replay starts whatever the model's imagine_starts
         model.policy.world_model.eval()
         context = model.replay_buffer.sample(model.imagine_batch_size, model.imagine_context_length)
         with model._autocast():
@@ -202,7 +205,7 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def make_model(args: argparse.Namespace, prior: str, device: th.device) -> GITSTORM:
+def make_model(args: argparse.Namespace, prior: str, starts: str, device: th.device) -> GITSTORM:
     scale = args.batch_scale
     image = args.policy == "cnn"
     env: Any = ImageEnv() if image and args.env is None else (args.env or "CartPole-v1")
@@ -213,9 +216,10 @@ def make_model(args: argparse.Namespace, prior: str, device: th.device) -> GITST
         buffer_size=max(args.fill + 1000, 10_000),
         batch_size=max(1, round(16 * scale)),
         batch_length=64,
-        imagine_batch_size=max(1, round(1024 * scale)),
+        imagine_batch_size=args.imagine_batch,
         imagine_context_length=8,
         imagine_horizon=16,
+        imagine_starts=starts,
         prior=prior,
         policy_kwargs=dict(size=args.size),
         device=device,
@@ -236,9 +240,9 @@ def extra_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str, Any]:
-    """All figures of one prior."""
-    model = make_model(args, prior, device)
+def measure(args: argparse.Namespace, prior: str, starts: str, device: th.device) -> dict[str, Any]:
+    """All figures of one prior and one ``imagine_starts`` option."""
+    model = make_model(args, prior, starts, device)
     buffer = model.replay_buffer
     timer = Timer(device)
     show = not args.no_progress
@@ -248,9 +252,9 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     def key(name: str, kv: bool) -> str:
         return name if kv == variants[0] else f"{name}_naive"
 
-    def imagine(kv: bool):
+    def imagine(kv: bool, batch: Any, tokens: th.Tensor) -> ImaginedTrajectory:
         with contextlib.nullcontext() if kv else without_kv_cache(model):
-            return model._imagine()
+            return model._imagine(batch, tokens)
 
     world_model = model.policy.world_model
     hidden = th.randn(model.imagine_batch_size, world_model.config.hidden_dim, device=device)
@@ -264,10 +268,10 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     # ---------------------------------------------------------------- the updates, one phase at a time
     for rep in progress(range(args.warmup + args.repeats), f"{prior}: updates", show):
         record = rep >= args.warmup
-        timer("world_model" if record else None, lambda: model._train_world_model(model.batch_size))
+        _, batch, tokens = timer("world_model" if record else None, lambda: model._train_world_model(model.batch_size))
         trajectory = None
         for kv in variants:
-            out = timer(key("imagine", kv) if record else None, lambda kv=kv: imagine(kv))
+            out = timer(key("imagine", kv) if record else None, lambda kv=kv, b=batch, z=tokens: imagine(kv, b, z))
             trajectory = out if kv == variants[0] else trajectory
         timer("actor_critic" if record else None, lambda traj=trajectory: model._train_actor_critic(traj))
         timer("prior" if record else None, prior_sample)
@@ -289,6 +293,7 @@ def measure(args: argparse.Namespace, prior: str, device: th.device) -> dict[str
     nbytes = buffer.nbytes
     result: dict[str, Any] = {
         "prior": prior,
+        "imagine_starts": starts,
         "world_model_updates_per_s": 1.0 / timer.median("world_model"),
         "imagination_steps_per_s": steps / timer.median("imagine"),
         "actor_critic_updates_per_s": 1.0 / timer.median("actor_critic"),
@@ -360,7 +365,10 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             ("actor-critic updates/s", r["actor_critic_updates_per_s"], None, ms["actor_critic"], "actor_critic"),
             ("env steps/s (full loop)", r["env_steps_per_s"], naive_loop, ms["loop_step"], "loop_step"),
         ]
-        print(f"\n== size={args.size} policy={args.policy} prior={r['prior']} device={args.device} ==")
+        print(
+            f"\n== size={args.size} policy={args.policy} prior={r['prior']} imagine_starts={r['imagine_starts']} "
+            f"device={args.device} =="
+        )
         first = "kv-cache" if r["kv_cache"] else "no-kv-cache"
         second = "no-kv-cache" if naive else ""
         header = f"{'':26s}{first:>12s}{second:>13s}{'speed-up':>10s}{'ms':>10s}{'noise':>8s}{'cpu ms':>10s}"
@@ -383,14 +391,20 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         if "peak_gpu_bytes" in r:
             mem += f", peak GPU memory {r['peak_gpu_bytes'] / 2**20:,.0f} MiB"
         print(mem)
-    by_prior = {r["prior"]: r for r in results}
-    if {"maskgit", "mlp"} <= set(by_prior):
-        mg, mlp = by_prior["maskgit"], by_prior["mlp"]
-        print(
-            f"\nMaskGIT / MLP prior cost per imagined step: whole step "
-            f"{mg['ms']['imagine'] / mlp['ms']['imagine']:.2f}x, prior alone "
-            f"{mg['prior_ms_per_imagined_step'] / mlp['prior_ms_per_imagined_step']:.2f}x"
-        )
+    by_variant = {(r["prior"], r["imagine_starts"]): r for r in results}
+    for starts in ("replay", "batch"):
+        if (mg := by_variant.get(("maskgit", starts))) and (mlp := by_variant.get(("mlp", starts))):
+            print(
+                f"\nMaskGIT / MLP prior cost per imagined step ({starts} starts): whole step "
+                f"{mg['ms']['imagine'] / mlp['ms']['imagine']:.2f}x, prior alone "
+                f"{mg['prior_ms_per_imagined_step'] / mlp['prior_ms_per_imagined_step']:.2f}x"
+            )
+    for prior in ("maskgit", "mlp"):
+        if (replay := by_variant.get((prior, "replay"))) and (batch := by_variant.get((prior, "batch"))):
+            print(
+                f"\n{prior}: batch / replay starts, imagination {batch['ms']['imagine'] / replay['ms']['imagine']:.2f}x, "
+                f"full loop per env step {batch['ms']['loop_step'] / replay['ms']['loop_step']:.2f}x"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -399,6 +413,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--policy", choices=["mlp", "cnn"], default="mlp", help="MlpPolicy (CartPole) or CnnPolicy (64x64 RGB)")
     parser.add_argument("--env", default=None, help="gymnasium id to use instead of CartPole-v1 / the synthetic image env")
     parser.add_argument("--prior", choices=["maskgit", "mlp", "both"], default="maskgit")
+    parser.add_argument(
+        "--imagine-starts", choices=["replay", "batch", "both"], default="both", help="GITSTORM's imagine_starts option(s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: 10 tiny, 5 small, 3 base)")
@@ -406,6 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--loop-steps", type=int, default=None, help="env steps per full-loop round (default: 10, 4, 2)")
     parser.add_argument("--loop-rounds", type=int, default=2, help="interleaved rounds of the full loop per variant")
     parser.add_argument("--batch-scale", type=float, default=1.0, help="scale both batch sizes (e.g. 0.125 for base on CPU)")
+    parser.add_argument("--imagine-batch-size", type=int, default=None, help="imagined rollouts (default: 1024 x batch scale)")
     parser.add_argument("--fill", type=int, default=1024, help="random steps stored before measuring (learning_starts)")
     variant = parser.add_mutually_exclusive_group()
     variant.add_argument("--skip-naive", action="store_true", help="measure only the kv-cache variant")
@@ -428,12 +446,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repeats, loop_steps = cpu_defaults[args.size] if device.type == "cpu" else (10, 10)
     args.repeats = args.repeats or repeats
     args.loop_steps = args.loop_steps or loop_steps
-    args.imagine_batch = max(1, round(1024 * args.batch_scale))
+    args.imagine_batch = args.imagine_batch_size or max(1, round(1024 * args.batch_scale))
     ModelConfig.from_size(args.size)  # fail early on a bad size
 
     info = machine_info(device)
     priors = ["maskgit", "mlp"] if args.prior == "both" else [args.prior]
-    results = [measure(args, prior, device) for prior in priors]
+    starts = ["replay", "batch"] if args.imagine_starts == "both" else [args.imagine_starts]
+    results = [measure(args, prior, start, device) for prior in priors for start in starts]
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print_table(results, args)
     load = [round(x, 1) for x in info["load_average"] or ()]

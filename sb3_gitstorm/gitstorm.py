@@ -5,8 +5,9 @@ Paper loop, per real environment step after ``learning_starts`` steps of random 
 1. act with the policy on ``concat(z_t, h_{t-1})`` (the recurrent ``state`` of ``predict``);
 2. store ``(o_t, a_t, r_t, terminated_t, truncated_t, first_t)`` in the sequence replay buffer;
 3. one world-model update on ``batch_size`` windows of ``batch_length`` steps;
-4. one imagination phase: ``imagine_batch_size`` windows of ``imagine_context_length`` real steps,
-   rolled ``imagine_horizon`` steps forward by the world model and the actor;
+4. one imagination phase: ``imagine_batch_size`` real states, rolled ``imagine_horizon`` steps forward
+   by the world model and the actor; the states end fresh replay windows of ``imagine_context_length``
+   steps (``imagine_starts="replay"``, the paper) or lie inside the update's windows (``"batch"``);
 5. one actor-critic update on the imagined trajectories.
 
 ``train_freq`` / ``gradient_steps`` generalise "every step, once" as in every SB3 off-policy algorithm.
@@ -36,10 +37,10 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_gitstorm.buffers import SequenceReplayBuffer, check_finite, check_replay_sizes, load_sequence_buffer
+from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples, check_finite, check_replay_sizes, load_sequence_buffer
 from sb3_gitstorm.dreams import log_dreams
 from sb3_gitstorm.guards import DivergenceGuard
-from sb3_gitstorm.imagination import check_imagination_lengths, imagine
+from sb3_gitstorm.imagination import check_imagination_lengths, imagine, imagine_from_batch
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy, check_spaces
 from sb3_gitstorm.save_util import atomic_write, check_model_zip, get_rng_states, set_rng_states
 from sb3_gitstorm.world_model import ImaginedTrajectory
@@ -67,7 +68,13 @@ class GITSTORM(OffPolicyAlgorithm):
     batch_size, batch_length : int
         World-model batch: ``batch_size`` windows of ``batch_length`` steps (16 x 64).
     imagine_batch_size, imagine_context_length, imagine_horizon : int
-        Imagination: start windows, their real context length and the imagined steps (1024, 8, 16).
+        Imagination: start states, the real steps before each (at least, with ``"batch"`` starts) and
+        the imagined steps (1024, 8, 16).
+    imagine_starts : str
+        Where imagination starts: ``"replay"`` (the paper) from ``imagine_batch_size`` fresh replay
+        windows, encoded again; ``"batch"`` from states inside the world-model update's windows
+        (DreamerV3), from the tokens it sampled, with no second encoding (rounded up to a multiple of
+        ``batch_size``; needs ``batch_length >= imagine_context_length - 1 + imagine_horizon``).
     train_freq : int or tuple
         Update every ``train_freq`` steps (or ``(n, "episode")``).
     gradient_steps : int
@@ -131,6 +138,7 @@ class GITSTORM(OffPolicyAlgorithm):
         imagine_batch_size: int = 1024,
         imagine_context_length: int = 8,
         imagine_horizon: int = 16,
+        imagine_starts: str = "replay",
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
         gamma: float = 0.985,
@@ -190,6 +198,7 @@ class GITSTORM(OffPolicyAlgorithm):
         self.imagine_batch_size = imagine_batch_size
         self.imagine_context_length = imagine_context_length
         self.imagine_horizon = imagine_horizon
+        self.imagine_starts = imagine_starts
         self.gae_lambda = gae_lambda
         self.ent_coef = ent_coef
         self.prior = prior
@@ -263,7 +272,9 @@ class GITSTORM(OffPolicyAlgorithm):
     def _check_hyperparameters(self) -> None:
         check_replay_sizes(self.buffer_size, self.n_envs, self.learning_starts, self.batch_length)
         self.policy.config.check_sequence_length("batch_length", self.batch_length)
-        check_imagination_lengths(self.policy.config, self.imagine_context_length, self.imagine_horizon, self.batch_length)
+        check_imagination_lengths(
+            self.policy.config, self.imagine_context_length, self.imagine_horizon, self.batch_length, self.imagine_starts
+        )
         if self.batch_size < 1 or self.imagine_batch_size < 1:
             raise ValueError("batch_size and imagine_batch_size must be >= 1")
 
@@ -339,9 +350,10 @@ class GITSTORM(OffPolicyAlgorithm):
         self._update_learning_rates()
         logs: dict[str, list[float]] = defaultdict(list)
         for _ in range(gradient_steps):
-            for key, value in self._train_world_model(batch_size).items():
+            world_model_logs, batch, tokens = self._train_world_model(batch_size)
+            for key, value in world_model_logs.items():
                 logs[f"world_model/{key}"].append(value)
-            for key, value in self._train_actor_critic(self._imagine()).items():
+            for key, value in self._train_actor_critic(self._imagine(batch, tokens)).items():
                 logs[f"train/{key}"].append(value)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -367,8 +379,10 @@ class GITSTORM(OffPolicyAlgorithm):
         """bfloat16 autocast on the model's device when ``mixed_precision`` is on, a no-op otherwise."""
         return th.autocast(self.device.type, dtype=th.bfloat16, enabled=self.mixed_precision)
 
-    def _train_world_model(self, batch_size: int) -> dict[str, float]:
-        """3. One world-model update on ``batch_size`` replay windows of ``batch_length`` steps."""
+    def _train_world_model(self, batch_size: int) -> tuple[dict[str, float], SequenceSamples, th.Tensor]:
+        """3. One world-model update on ``batch_size`` replay windows of ``batch_length`` steps.
+
+        Returns the logs, the windows and their posterior tokens ``(B, L, K)`` (for ``"batch"`` starts)."""
         world_model = self.policy.world_model
         world_model.train()
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
@@ -387,21 +401,22 @@ class GITSTORM(OffPolicyAlgorithm):
         step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
         self._divergence_guard.step("world_model", self._n_updates, losses, [step], self.max_nonfinite_skips)
         diagnostics = {"prior_mask_ratio": loss.prior_mask_ratio, "imagination_kl": loss.imagination_kl}  # not trained on
-        return {key: value.item() for key, value in (losses | diagnostics).items()}
+        return {key: value.item() for key, value in (losses | diagnostics).items()}, batch, loss.tokens
 
-    def _imagine(self) -> ImaginedTrajectory:
-        """4. Roll the world model forward from ``imagine_batch_size`` real context windows."""
-        self.policy.world_model.eval()
+    def _imagine(self, batch: SequenceSamples, tokens: th.Tensor) -> ImaginedTrajectory:
+        """4. Roll the world model forward from ``imagine_batch_size`` real states: inside the
+        world-model ``batch`` with its posterior ``tokens`` or at the end of fresh replay windows."""
+        world_model, actor, horizon = self.policy.world_model, self.policy.actor_critic.actor, self.imagine_horizon
+        world_model.eval()
+        if self.imagine_starts == "batch":
+            min_history = self.imagine_context_length - 1
+            with self._autocast():
+                return imagine_from_batch(
+                    world_model, actor, tokens, batch.actions, batch.episode_starts, horizon, self.imagine_batch_size, min_history
+                )
         context = self.replay_buffer.sample(self.imagine_batch_size, self.imagine_context_length)
         with self._autocast():
-            return imagine(
-                self.policy.world_model,
-                self.policy.actor_critic.actor,
-                context.observations,
-                context.actions,
-                context.episode_starts,
-                self.imagine_horizon,
-            )
+            return imagine(world_model, actor, context.observations, context.actions, context.episode_starts, horizon)
 
     def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:
         """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""

@@ -1,5 +1,12 @@
 """Imagined rollouts: the world model dreams, the actor acts, nothing touches the real environment.
 
+Where the rollouts start (``imagine_starts``):
+
+- ``"replay"`` (STORM, the paper): fresh context windows sampled from the replay buffer (:func:`imagine`);
+- ``"batch"`` (DreamerV3-style): states inside the world-model update's own windows, from the tokens it
+  has just sampled (:func:`imagine_from_batch`): no frame is encoded twice and no second batch is
+  gathered from the replay buffer.
+
 From a batch of real context windows ``o_1 .. o_T`` with actions ``a_1 .. a_T`` (T =
 ``imagine_context_length``):
 
@@ -24,7 +31,7 @@ import torch as th
 
 from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
-from sb3_gitstorm.world_model import ImaginedTrajectory, ModelState, WorldModel
+from sb3_gitstorm.world_model import DreamPolicy, ImaginedTrajectory, ModelState, WorldModel
 
 
 @th.no_grad()
@@ -58,22 +65,95 @@ def imagine(
     -------
     ImaginedTrajectory
     """
+    start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], episode_starts, horizon)
+    return world_model.dream(start, horizon, _acting(actor))
+
+
+@th.no_grad()
+def imagine_from_batch(
+    world_model: WorldModel,
+    actor: Actor,
+    tokens: th.Tensor,
+    actions: th.Tensor,
+    episode_starts: th.Tensor,
+    horizon: int,
+    num_starts: int,
+    min_history: int,
+) -> ImaginedTrajectory:
+    """Roll the world model and the actor forward from states inside the world-model batch's windows.
+
+    Each window gets ``ceil(num_starts / W)`` start steps ``t``, drawn without repeats while the window
+    has enough, from ``min_history <= t <= L - horizon`` (so every imagined step sits at a sequence
+    position the world model is trained on, as with ``"replay"`` starts after ``min_history`` real
+    steps). The state at ``t`` is the one :meth:`~sb3_gitstorm.world_model.WorldModel.observe` would
+    give for the window's steps up to ``t``, computed for all starts with one pass of the sequence model
+    (:meth:`~sb3_gitstorm.world_model.WorldModel.observe_windows`).
+
+    Parameters
+    ----------
+    world_model : WorldModel
+        In eval mode.
+    actor : Actor
+        Picks the imagined actions.
+    tokens : th.Tensor
+        Long ``(W, L, K)``: the posterior sample of the world-model update (``WorldModelLoss.tokens``).
+    actions, episode_starts : th.Tensor
+        The update's windows: ``(W, L)`` or ``(W, L, A)`` actions, bool ``(W, L)`` episode starts.
+    horizon : int
+        Imagined steps ``H``.
+    num_starts : int
+        Rollouts wanted; ``W * ceil(num_starts / W)`` are made.
+    min_history : int
+        Fewest real steps before a start (``imagine_context_length - 1``).
+
+    Returns
+    -------
+    ImaginedTrajectory
+    """
+    windows, length = episode_starts.shape
+    starts = sample_starts(windows, length, -(-num_starts // windows), horizon, min_history, tokens.device)
+    start = world_model.observe_windows(tokens, actions, episode_starts, starts, horizon)
+    return world_model.dream(start, horizon, _acting(actor))
+
+
+def sample_starts(windows: int, length: int, per_window: int, horizon: int, min_history: int, device: th.device) -> th.Tensor:
+    """Start steps ``(windows, per_window)`` in ``[min_history, length - horizon]``: a random order of
+    that range per window, repeated when more starts than steps are wanted (no step twice before all once)."""
+    choices = length - horizon - min_history + 1
+    if choices < 1:
+        raise ValueError(f"windows of {length} steps hold no start with {min_history} steps before and {horizon} after")
+    order = th.rand(windows, choices, device=device).argsort(1).repeat(1, -(-per_window // choices))
+    return order[:, :per_window] + min_history
+
+
+def _acting(actor: Actor) -> DreamPolicy:
+    """The actor as a dream policy: a sampled raw action and the squashed one the world model takes."""
 
     def act(state: ModelState) -> tuple[th.Tensor, th.Tensor]:
         raw = actor.act(state.features)
         return raw, actor.squash(raw)
 
-    start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], episode_starts, horizon)
-    return world_model.dream(start, horizon, act)
+    return act
 
 
-def check_imagination_lengths(config: ModelConfig, context_length: int, horizon: int, batch_length: int) -> None:
-    """Raise a ValueError if imagination does not fit the transformer, and warn if it reaches sequence
-    positions that world-model windows of ``batch_length`` steps never train."""
+IMAGINE_STARTS = ("replay", "batch")
+
+
+def check_imagination_lengths(config: ModelConfig, context_length: int, horizon: int, batch_length: int, starts: str) -> None:
+    """Raise a ValueError if imagination does not fit the transformer (or, with ``"batch"`` starts, the
+    world-model windows), and warn if it reaches sequence positions that windows of ``batch_length``
+    steps never train."""
+    if starts not in IMAGINE_STARTS:
+        raise ValueError(f"imagine_starts must be one of {IMAGINE_STARTS}, got {starts!r}")
     if context_length < 1:
         raise ValueError(f"imagine_context_length must be >= 1, got {context_length}")
     config.check_sequence_length("imagine_context_length - 1 + imagine_horizon", context_length - 1 + horizon)
     if context_length - 1 + horizon > batch_length:
+        if starts == "batch":
+            raise ValueError(
+                f"imagine_starts='batch' needs batch_length ({batch_length}) >= imagine_context_length - 1 + "
+                f"imagine_horizon ({context_length - 1 + horizon}): the rollouts start inside the world-model windows"
+            )
         warnings.warn(
             f"imagination reaches sequence position {context_length - 2 + horizon}, but world-model windows of "
             f"batch_length={batch_length} only train positions up to {batch_length - 1}: "

@@ -27,9 +27,7 @@ def atomic_write(
 ) -> None: ...
 
 
-def atomic_write(
-    path: str | pathlib.Path | io.BufferedIOBase, suffix: str, write: Callable[[Any], object]
-) -> None:
+def atomic_write(path: str | pathlib.Path | io.BufferedIOBase, suffix: str, write: Callable[[Any], object]) -> None:
     """Write a file so that ``path`` holds either the previous file or the complete new one.
 
     ``write`` is given a temporary path next to ``path``; once it returns, the data is flushed to

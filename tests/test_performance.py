@@ -58,11 +58,14 @@ def test_mixed_precision_and_replay_on_device_train(policy: str, fast_kwargs: di
     model = GITSTORM(policy, env, mixed_precision=True, replay_buffer_kwargs=dict(on_device=True), seed=0, **fast_kwargs)
     assert isinstance(model.replay_buffer.observations, th.Tensor)
     model.learn(40)
-    trajectory = model._imagine()
-    for name in ("features", "rewards", "continues", "latents"):
-        assert getattr(trajectory, name).dtype == th.float32, name
-    logs = {**model._train_world_model(fast_kwargs["batch_size"]), **model._train_actor_critic(trajectory)}
-    assert all(np.isfinite(v) for v in logs.values())
+    world_model_logs, batch, tokens = model._train_world_model(fast_kwargs["batch_size"])
+    for starts in ("replay", "batch"):
+        model.imagine_starts = starts
+        trajectory = model._imagine(batch, tokens)
+        for name in ("features", "rewards", "continues", "latents"):
+            assert getattr(trajectory, name).dtype == th.float32, name
+        logs = {**world_model_logs, **model._train_actor_critic(trajectory)}
+        assert all(np.isfinite(v) for v in logs.values())
 
 
 def test_bf16_imagination_stays_close_to_float32() -> None:

@@ -13,7 +13,8 @@ from gymnasium import spaces
 
 from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
-from sb3_gitstorm.imagination import imagine
+from sb3_gitstorm.imagination import imagine, imagine_from_batch, sample_starts
+from sb3_gitstorm.transformer import segment_positions
 from sb3_gitstorm.world_model import WorldModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -106,6 +107,49 @@ def test_imagination_shapes_and_cache_equivalence(prior: str) -> None:
     assert bool((traj.features[2, 0, CFG.latent_dim :] != 0).any())
     for name in ("tokens", "hidden", "actions", "rewards", "continues"):
         th.testing.assert_close(getattr(runs[0], name), getattr(runs[1], name), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("action_space", [spaces.Discrete(3), spaces.Box(-1, 1, (2,), np.float32)], ids=["discrete", "box"])
+def test_batch_starts_equal_a_naive_recomputation(action_space: spaces.Space) -> None:
+    """Rollouts from states inside the world-model batch (one pass over each window, shared keys and
+    values) equal running the sequence model over each start's window prefix plus its imagined steps."""
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, action_space, CFG, "maskgit", False).eval()
+    obs, actions, _, episode_starts = batch(VECTOR, action_space, b=3, length=12)
+    episode_starts[2, 7] = True
+    tokens = wm.sample_tokens(obs)
+    starts = th.tensor([[2, 3, 5, 3], [1, 8, 0, 4], [7, 8, 6, 2]])  # an episode start (7), a window start (0), repeats
+    horizon = 4
+    future = th.randint(3, (12, horizon)) if isinstance(action_space, spaces.Discrete) else th.rand(12, horizon, 2) * 2 - 1
+    with th.no_grad():
+        traj = wm.dream(wm.observe_windows(tokens, actions, episode_starts, starts, horizon), horizon, future)
+        for i, (w, t) in enumerate((window, int(t)) for window in range(3) for t in starts[window]):
+            observed = wm.observe(tokens[w : w + 1, : t + 1], actions[w : w + 1, :t], episode_starts[w : w + 1, : t + 1])
+            th.testing.assert_close(traj.hidden[i, 0], observed.hidden[0], rtol=1e-4, atol=1e-5)
+            assert th.equal(traj.tokens[i, 0], tokens[w, t])
+            # Real steps up to t, then the imagined tokens and actions, through the transformer without a cache.
+            seq_tokens = th.cat([tokens[w, : t + 1], traj.tokens[i, 1:horizon]])
+            seq_actions = th.cat([actions[w, :t], future[i]])
+            seq_starts = th.cat([episode_starts[w, : t + 1], th.zeros(horizon - 1, dtype=th.bool)])[None]
+            segments, positions = segment_positions(seq_starts)
+            out = wm.transformer(wm.sequence_input(wm.tokens_to_latent(seq_tokens), seq_actions)[None], segments, positions)
+            th.testing.assert_close(traj.hidden[i, 1:], out[0, t:], rtol=1e-4, atol=1e-5)
+            th.testing.assert_close(traj.rewards[i], wm.reward(out[0, t:]), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_starts_lie_inside_the_trained_positions() -> None:
+    th.manual_seed(0)
+    starts = sample_starts(3, 10, 7, horizon=4, min_history=2, device=th.device("cpu"))
+    assert starts.shape == (3, 7)
+    for row in starts.tolist():  # steps 2..6: all five once, then two repeats
+        assert set(row) == set(range(2, 7)) and len(set(row[:5])) == 5
+    wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "mlp", False).eval()
+    actor = Actor(CFG.feature_dim, spaces.Discrete(3), 16, 1, 0.01, CFG.actor_std_range)
+    obs, actions, _, episode_starts = batch(VECTOR, spaces.Discrete(3), b=3, length=10)
+    traj = imagine_from_batch(wm, actor, wm.sample_tokens(obs), actions, episode_starts, horizon=4, num_starts=20, min_history=2)
+    assert traj.tokens.shape == (21, 5, CFG.latent_tokens)  # 3 windows x ceil(20 / 3) starts
+    with pytest.raises(ValueError, match="no start"):
+        sample_starts(3, 10, 2, horizon=9, min_history=2, device=th.device("cpu"))
 
 
 def test_open_loop_imagination_takes_the_given_actions() -> None:

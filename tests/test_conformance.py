@@ -251,7 +251,7 @@ def record_losses(model: GITSTORM) -> list[dict[str, float]]:
 
         def recorded(*args, update=update):
             out = update(*args)
-            losses.append(out)
+            losses.append(out[0] if isinstance(out, tuple) else out)  # the world model's logs, not its batch
             return out
 
         setattr(model, name, recorded)

@@ -138,8 +138,9 @@ def recorded_losses(monkeypatch) -> list[dict[str, float]]:
         method = getattr(GITSTORM, name)
 
         def recorded(self, *args, method=method):
-            losses.append(method(self, *args))
-            return losses[-1]
+            out = method(self, *args)
+            losses.append(out[0] if isinstance(out, tuple) else out)  # the world model's logs, not its batch
+            return out
 
         monkeypatch.setattr(GITSTORM, name, recorded)
     return losses

@@ -15,14 +15,14 @@ import yaml
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import get_wrapper_class
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import DQN, PPO, SAC
 
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.envs import ATARI_100K_GAMES, DMC_TASKS, atari_id, dmc_id
 from sb3_gitstorm.zoo import HYPERPARAMS_DIR, default_conf_file
 from sb3_gitstorm.zoo.train import with_default_conf_file, with_latest_checkpoint
 
-ALGOS = {"gitstorm": GITSTORM, "ppo": PPO, "sac": SAC}
+ALGOS = {"gitstorm": GITSTORM, "ppo": PPO, "sac": SAC, "dqn": DQN}
 # Keys rl_zoo3 consumes itself instead of passing them to the algorithm.
 ZOO_KEYS = {"n_timesteps", "n_envs", "env_wrapper", "frame_stack", "normalize"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +56,11 @@ def test_hyperparameter_files_cover_the_paper_environments() -> None:
     files = {algo: load(algo) for algo in ALGOS}
     atari = {atari_id(game) for game in ATARI_100K_GAMES}
     continuous = {dmc_id(task, pixels) for task in DMC_TASKS for pixels in (True, False)} | {"Pendulum-v1"}
-    assert set(files["gitstorm"]) == atari | continuous | {"CartPole-v1"}
+    pixel_toys = {"gitstorm/JumpingDot-v0"}  # the discrete pixel row of benchmarks/configs/cpu-pixels.yml
+    assert set(files["gitstorm"]) == atari | continuous | {"CartPole-v1"} | pixel_toys
     assert set(files["ppo"]) == set(files["gitstorm"])
     assert set(files["sac"]) == continuous
+    assert set(files["dqn"]) == pixel_toys
     assert all(files["gitstorm"][env_id]["n_timesteps"] == 100_000 for env_id in atari)
     for algo, hyperparams in files.items():
         arguments = set(inspect.signature(ALGOS[algo]).parameters)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 PRIORS = ("maskgit", "mlp")
 MASKGIT_SCHEDULES = ("decode", "cosine", "reference")
+FINAL_MAP_SIDE = 4  # side of the CNN encoder's last feature map (STORM: 64x64 images, four stride-2 convolutions)
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,12 @@ class ModelConfig:
     unimix : float
         Uniform mix of every categorical (latents and discrete actions).
     image_size : int
-        Side of the square images the CNN encoder sees; other sizes are resized to it.
+        Side of the square images the CNN encoder sees; other sizes are resized to it. A power of
+        two times 4 (8, 16, 32, 64, 128, ...).
     cnn_channels : tuple of int
-        Channels of the encoder's stride-2 convolutions (mirrored by the decoder).
+        Channels of the encoder's stride-2 convolutions at 64x64 (mirrored by the decoder). The
+        encoder halves the side down to STORM's 4x4 map, so the depth follows ``image_size``:
+        32x32 images use the first three, 128x128 images repeat the last (:attr:`conv_channels`).
     mlp_hidden, mlp_layers : int
         Encoder / decoder MLP for vector observations.
     hidden_dim, transformer_layers, transformer_heads, transformer_ffn, dropout, max_length
@@ -106,8 +110,11 @@ class ModelConfig:
         ):
             if dim % heads != 0:
                 raise ValueError(f"{name} ({dim}) must be a multiple of its number of heads ({heads})")
-        if self.image_size % 2 ** len(self.cnn_channels) != 0:
-            raise ValueError(f"image_size ({self.image_size}) must be divisible by 2**len(cnn_channels)")
+        side = self.image_size // FINAL_MAP_SIDE
+        if self.image_size < 2 * FINAL_MAP_SIDE or self.image_size % FINAL_MAP_SIDE or side & (side - 1):
+            raise ValueError(f"image_size must be 4 times a power of two (8, 16, 32, 64, ...), got {self.image_size}")
+        if not self.cnn_channels:
+            raise ValueError("cnn_channels must name at least one convolution")
         if self.maskgit_schedule not in MASKGIT_SCHEDULES:
             raise ValueError(f"maskgit_schedule must be one of {MASKGIT_SCHEDULES}, got {self.maskgit_schedule!r}")
         if self.prior_kl_positions not in ("masked", "all"):
@@ -119,6 +126,12 @@ class ModelConfig:
         """Raise a ValueError if a sequence of ``length`` steps (called ``name``) does not fit the transformer."""
         if length > self.max_length:
             raise ValueError(f"{name} ({length}) exceeds the transformer's max_length ({self.max_length})")
+
+    @property
+    def conv_channels(self) -> tuple[int, ...]:
+        """Channels of the encoder's convolutions at ``image_size``: one per halving down to a 4x4 map."""
+        depth = (self.image_size // FINAL_MAP_SIDE).bit_length() - 1
+        return (self.cnn_channels + (self.cnn_channels[-1],) * depth)[:depth]
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -180,6 +193,7 @@ SIZES: dict[str, dict] = {
     "tiny": dict(
         latent_tokens=8,
         latent_classes=8,
+        image_size=32,  # a CPU budget: 4x fewer pixels to encode and decode than the paper's 64x64
         cnn_channels=(4, 8, 16, 16),
         mlp_hidden=32,
         mlp_layers=1,

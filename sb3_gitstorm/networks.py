@@ -95,9 +95,9 @@ class ImageEncoder(nn.Module):
     in_channels : int
         Channels of the input image.
     channels : tuple of int
-        Output channels of each convolution (paper: 32-64-128-256).
+        Output channels of each convolution (paper: 32-64-128-256; ``ModelConfig.conv_channels``).
     image_size : int
-        Side of the square input (paper: 64); the final map is ``image_size / 2**len(channels)``.
+        Side of the square input (paper: 64); the final map is ``image_size / 2**len(channels)`` (4).
 
     Input ``(N, in_channels, image_size, image_size)`` float in [0, 1];
     output ``(N, out_dim)`` with ``out_dim = channels[-1] * final_side**2``.

@@ -186,10 +186,15 @@ class WorldModel(nn.Module):
         self.encoder: nn.Module
         self.decoder: nn.Module
         if self.is_image:
-            channels = self.obs_shape[0]
-            image_encoder = ImageEncoder(channels, config.cnn_channels, config.image_size)
+            channels, *side = self.obs_shape
+            if side != [config.image_size] * 2:
+                raise ValueError(
+                    f"the world model sees channel-first images of {config.image_size}x{config.image_size} "
+                    f"(image_size), got observations of shape {self.obs_shape}"
+                )
+            image_encoder = ImageEncoder(channels, config.conv_channels, config.image_size)
             self.encoder = nn.Sequential(image_encoder, nn.Linear(image_encoder.out_dim, k * c))
-            self.decoder = ImageDecoder(config.latent_dim, config.cnn_channels, channels, config.image_size)
+            self.decoder = ImageDecoder(config.latent_dim, config.conv_channels, channels, config.image_size)
         else:
             obs_dim = int(np.prod(self.obs_shape))
             self.encoder = mlp(obs_dim, k * c, config.mlp_hidden, config.mlp_layers)

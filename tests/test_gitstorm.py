@@ -135,7 +135,7 @@ def test_cnn_policy_needs_images_and_resizes_them(fast_kwargs: dict) -> None:
         GITSTORM("CnnPolicy", "CartPole-v1")
     model = GITSTORM("CnnPolicy", DotEnv(size=(48, 80)), seed=0, **fast_kwargs)
     assert model.observation_space.shape == (3, 48, 80)
-    assert model.replay_buffer.observations.shape[2:] == (3, 64, 64)
+    assert model.replay_buffer.observations.shape[2:] == (3, 32, 32)  # tiny: image_size 32
     model.learn(40)
     action, _ = model.predict(np.zeros((48, 80, 3), np.uint8))  # HxWxC, as the env returns it
     assert model.action_space.contains(action)

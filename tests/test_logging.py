@@ -60,7 +60,8 @@ def test_tensorboard_gets_losses_and_dreams(tmp_path, prior: str, fast_kwargs: d
     strips = events.Images("imagination/filmstrip")
     assert len(strips) >= 1
     frames = fast_kwargs["imagine_horizon"] + 1
-    assert (strips[-1].height, strips[-1].width) == (2 * 64, frames * 64)  # real above dreamed, time to the right
+    side = model.policy.config.image_size
+    assert (strips[-1].height, strips[-1].width) == (2 * side, frames * side)  # real above dreamed, time to the right
     assert ("imagination/video" in events.Tags()["images"]) == tensorboard_video_supported()
 
 
@@ -87,11 +88,11 @@ def test_open_loop_dream_frames(fast_kwargs: dict) -> None:
     windows = model.replay_buffer.sample(2, 6)
     world_model = model.policy.world_model.eval()
     real, dreamed = open_loop_dream(world_model, windows, context_length=4)
-    assert real.shape == dreamed.shape == (2, 3, 3, 64, 64)
+    assert real.shape == dreamed.shape == (2, 3, 3, 32, 32)  # tiny: image_size 32
     assert th.equal(real, windows.observations[:, 3:].float() / 255)
     assert float(dreamed.min()) >= 0 and float(dreamed.max()) <= 1
-    assert side_by_side(real, dreamed).shape == (2, 3, 3, 64, 128)
-    assert filmstrip(real, dreamed).shape == (3, 128, 3 * 64)
+    assert side_by_side(real, dreamed).shape == (2, 3, 3, 32, 64)
+    assert filmstrip(real, dreamed).shape == (3, 64, 3 * 32)
     gray = th.rand(2, 5, 1, 8, 8)
     assert th.equal(rgb(gray)[:, :, 2], gray[:, :, 0]) and rgb(th.rand(4, 6, 8, 8)).shape == (4, 3, 8, 8)
     np.testing.assert_array_equal(rgb(th.arange(6.0).view(6, 1, 1))[:, 0, 0].numpy(), [3, 4, 5])  # newest of stacked RGB

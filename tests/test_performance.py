@@ -104,7 +104,8 @@ def test_encode_without_gradients_matches_the_posterior(images: bool) -> None:
     """The no-grad encoder samples the same distribution straight from the logits, in CPU chunks."""
     th.manual_seed(0)
     config = ModelConfig.from_size("tiny", unimix=0.3)
-    space = IMAGE if images else spaces.Box(-1, 1, (5,), np.float32)
+    side = config.image_size
+    space = spaces.Box(0, 255, (3, side, side), np.uint8) if images else spaces.Box(-1, 1, (5,), np.float32)
     world_model = WorldModel(space, spaces.Discrete(3), config, "mlp", images).eval()
     obs = th.randint(0, 256, (2, 70, *space.shape), dtype=th.uint8) if images else th.randn(2, 70, 5)
     with th.no_grad():

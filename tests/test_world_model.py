@@ -20,7 +20,7 @@ from sb3_gitstorm.world_model import WorldModel
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 CFG = ModelConfig.from_size("tiny")
-IMAGE = spaces.Box(0, 255, (3, 64, 64), np.uint8)
+IMAGE = spaces.Box(0, 255, (3, CFG.image_size, CFG.image_size), np.uint8)
 VECTOR = spaces.Box(-5, 5, (4,), np.float32)
 
 
@@ -166,3 +166,13 @@ def test_open_loop_imagination_takes_the_given_actions() -> None:
     assert th.equal(traj.actions, future)
     a, b = dream(future), dream((future + 1) % 3)
     assert not th.allclose(a.continues, b.continues)  # the actions drive the predictions
+
+
+def test_images_must_have_the_configured_size() -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        WorldModel(spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(3), CFG, "maskgit", True)
+    with pytest.raises(ValueError, match="4 times a power of two"):
+        ModelConfig.from_size("tiny", image_size=48)
+    assert ModelConfig.from_size("tiny", image_size=32).conv_channels == (4, 8, 16)  # down to a 4x4 map
+    assert ModelConfig.from_size("tiny", image_size=64).conv_channels == (4, 8, 16, 16)
+    assert ModelConfig(image_size=128).conv_channels == (32, 64, 128, 256, 256)

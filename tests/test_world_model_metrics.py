@@ -159,7 +159,6 @@ class FakeI3D(th.nn.Module):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")  # I3D files are TorchScript
 def test_gitstorm_vs_storm_end_to_end(tmp_path: Path, fast_kwargs: dict) -> None:
-    fast_kwargs["policy_kwargs"]["image_size"] = 32  # 4x cheaper convolutions
     fast_kwargs["batch_length"] = 9  # trains the 9 positions of context 4 + horizon 6
     models = []
     for prior in ("maskgit", "mlp"):

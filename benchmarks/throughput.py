@@ -8,7 +8,7 @@ Examples::
     python benchmarks/throughput.py --size base --batch-scale 0.125 --repeats 3 --skip-naive
     python benchmarks/throughput.py --size base --policy cnn --device cuda --replay-on-device --bf16
     python benchmarks/throughput.py --size tiny --policy cnn --imagine-batch-size 256 --threads 1 --skip-naive
-    python benchmarks/throughput.py --size tiny --policy cnn --image-size 32 --imagine-batch-size 256 --threads 1 --skip-naive
+    python benchmarks/throughput.py --size tiny --policy cnn --image-size 64 --imagine-batch-size 256 --threads 1 --skip-naive
 
 Every figure is the median over ``--repeats`` timed repetitions after ``--warmup`` untimed ones,
 with the paper's batch sizes (16 x 64 world-model windows, 1024 x 16 imagined steps) unless
@@ -206,6 +206,11 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def model_image_size(args: argparse.Namespace) -> int:
+    """Side of the images the CNN sees: ``--image-size``, else the size's (64; 32 for tiny)."""
+    return args.image_size or ModelConfig.from_size(args.size).image_size
+
+
 def make_model(args: argparse.Namespace, prior: str, starts: str, device: th.device) -> GITSTORM:
     scale = args.batch_scale
     image = args.policy == "cnn"
@@ -222,7 +227,7 @@ def make_model(args: argparse.Namespace, prior: str, starts: str, device: th.dev
         imagine_horizon=16,
         imagine_starts=starts,
         prior=prior,
-        policy_kwargs=dict(size=args.size) if args.image_size is None else dict(size=args.size, image_size=args.image_size),
+        policy_kwargs=dict(size=args.size, image_size=model_image_size(args)),
         device=device,
         seed=args.seed,
         **extra_kwargs(args),
@@ -367,7 +372,8 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             ("env steps/s (full loop)", r["env_steps_per_s"], naive_loop, ms["loop_step"], "loop_step"),
         ]
         print(
-            f"\n== size={args.size} policy={args.policy}{'' if args.image_size is None else f' image_size={args.image_size}'} prior={r['prior']} imagine_starts={r['imagine_starts']} "
+            f"\n== size={args.size} policy={args.policy} image_size={model_image_size(args)} "
+            f"prior={r['prior']} imagine_starts={r['imagine_starts']} "
             f"device={args.device} =="
         )
         first = "kv-cache" if r["kv_cache"] else "no-kv-cache"
@@ -412,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "small", "base"], default="tiny")
     parser.add_argument("--policy", choices=["mlp", "cnn"], default="mlp", help="MlpPolicy (CartPole) or CnnPolicy (64x64 RGB)")
-    parser.add_argument("--image-size", type=int, default=None, help="side of the images the CNN sees (default: the size's, 64)")
+    parser.add_argument("--image-size", type=int, default=None, help="CNN image side (default: the size's)")
     parser.add_argument("--env", default=None, help="gymnasium id to use instead of CartPole-v1 / the synthetic image env")
     parser.add_argument("--prior", choices=["maskgit", "mlp", "both"], default="maskgit")
     parser.add_argument(

@@ -171,6 +171,17 @@ class ActorCriticLoss(NamedTuple):
     mean_return: th.Tensor
     mean_value: th.Tensor
 
+    def logs(self) -> dict[str, float]:
+        """Every value as a float, by its log name (``train/<name>``)."""
+        return {
+            "actor_loss": self.actor.item(),
+            "critic_loss": self.critic.item(),
+            "entropy": self.entropy.item(),
+            "return_scale": self.return_scale.item(),
+            "imagined_return": self.mean_return.item(),
+            "imagined_value": self.mean_value.item(),
+        }
+
 
 class ActorCritic(nn.Module):
     """Actor, critic, its slow target and the return normaliser.

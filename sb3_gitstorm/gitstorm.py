@@ -20,41 +20,35 @@ based World Models for Reinforcement Learning" (NeurIPS 2023).
 from __future__ import annotations
 
 import functools
-import io
-import pathlib
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
-from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples, check_finite, check_replay_sizes, load_sequence_buffer
+from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples, check_finite, check_replay_sizes
 from sb3_gitstorm.dreams import log_dreams
 from sb3_gitstorm.guards import DivergenceGuard
 from sb3_gitstorm.imagination import check_imagination_lengths, imagine, imagine_from_batch
-from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy, check_spaces
-from sb3_gitstorm.save_util import atomic_write, check_model_zip, get_rng_states, set_rng_states
+from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy, check_env
+from sb3_gitstorm.save_util import ResumableOffPolicyAlgorithm
 from sb3_gitstorm.world_model import ImaginedTrajectory
 
 SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
 
 
-class GITSTORM(OffPolicyAlgorithm):
+class GITSTORM(ResumableOffPolicyAlgorithm):
     """GIT-STORM: a transformer world model with a MaskGIT prior, and an actor-critic trained in imagination.
 
     Parameters
     ----------
     policy : str or type
-        ``"CnnPolicy"`` (uint8 images, resized to 64x64), ``"MlpPolicy"`` (vectors) or a policy class.
+        ``"CnnPolicy"`` (uint8 images, resized to ``image_size``), ``"MlpPolicy"`` (vectors) or a policy class.
     env : gymnasium.Env, VecEnv or str
         The environment; ``None`` only when loading a model for prediction.
     learning_rate : float or Schedule
@@ -71,10 +65,9 @@ class GITSTORM(OffPolicyAlgorithm):
         Imagination: start states, the real steps before each (at least, with ``"batch"`` starts) and
         the imagined steps (1024, 8, 16).
     imagine_starts : str
-        Where imagination starts: ``"replay"`` (the paper) from ``imagine_batch_size`` fresh replay
-        windows, encoded again; ``"batch"`` from states inside the world-model update's windows
-        (DreamerV3), from the tokens it sampled, with no second encoding (rounded up to a multiple of
-        ``batch_size``; needs ``batch_length >= imagine_context_length - 1 + imagine_horizon``).
+        ``"replay"`` (the paper): at the end of fresh replay windows, encoded again; ``"batch"``
+        (DreamerV3): at states inside the world-model update's windows, no second encoding (needs
+        ``batch_length >= imagine_context_length - 1 + imagine_horizon``).
     train_freq : int or tuple
         Update every ``train_freq`` steps (or ``(n, "episode")``).
     gradient_steps : int
@@ -92,10 +85,8 @@ class GITSTORM(OffPolicyAlgorithm):
     world_model_max_grad_norm, actor_critic_max_grad_norm : float
         Gradient-norm clips (1000 and 100).
     max_nonfinite_skips : int
-        Divergence guard: an update whose loss or gradient is NaN or infinite is skipped (the weights
-        and optimiser states stay as they were) and counted (``train/skipped_world_model_updates``,
-        ``train/skipped_actor_critic_updates``); after this many skipped world-model or actor-critic
-        updates in a row, training stops with a ``RuntimeError`` that names what was not finite.
+        An update whose loss or gradient is not finite is skipped and counted (``train/skipped_*``,
+        :class:`~sb3_gitstorm.guards.DivergenceGuard`); after this many in a row, a ``RuntimeError``.
     replay_buffer_kwargs : dict, optional
         Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`, e.g.
         ``dict(on_device=True)`` to keep the replay on the GPU (no host-to-device copy per batch).
@@ -105,8 +96,7 @@ class GITSTORM(OffPolicyAlgorithm):
     stats_window_size : int
         Episodes averaged in the rollout logs.
     log_video_interval : int
-        Every this many updates, real frames next to the world model's open-loop dream of them to
-        TensorBoard (:func:`~sb3_gitstorm.dreams.log_dreams`; image observations only); 0 disables.
+        Updates between TensorBoard images of real frames and their open-loop dream (0: never).
     tensorboard_log : str, optional
         TensorBoard log folder.
     policy_kwargs : dict, optional
@@ -122,7 +112,6 @@ class GITSTORM(OffPolicyAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
     policy: GITSTORMPolicy
-    replay_buffer: SequenceReplayBuffer  # type: ignore[assignment]  # a sequence buffer, not SB3's ReplayBuffer
 
     def __init__(
         self,
@@ -168,7 +157,7 @@ class GITSTORM(OffPolicyAlgorithm):
         if log_video_interval < 0:
             raise ValueError(f"log_video_interval must be >= 0 (0 disables the videos), got {log_video_interval}")
         if env is not None:
-            env = self._check_env(env, verbose)
+            env = check_env(env, verbose)
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]  # None: a model loaded for prediction only
@@ -213,24 +202,12 @@ class GITSTORM(OffPolicyAlgorithm):
         self.mixed_precision = mixed_precision
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
-        # (num_timesteps, random-generator states) at the start of the step in progress, for save().
-        self._step_start: tuple[int, dict[str, Any]] | None = None
-        self._rng_states: dict[str, Any] | None = None  # only set in a saved file
         if _init_setup_model:
             self._setup_model()
 
-    @staticmethod
-    def _check_env(env: GymEnv | str, verbose: int) -> GymEnv:
-        """Make the env if given by id and reject unsupported spaces before SB3 wraps it."""
-        env = maybe_make_env(env, verbose)
-        check_spaces(env.observation_space, env.action_space)
-        if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
-            raise ValueError("GITSTORM normalises observations and rewards itself (symlog); remove the VecNormalize wrapper")
-        return env
-
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """Set the training environment, with the constructor's checks (supported spaces, no VecNormalize)."""
-        super().set_env(self._check_env(env, self.verbose), force_reset)
+        super().set_env(check_env(env, self.verbose), force_reset)
 
     def _setup_model(self) -> None:
         if not issubclass(self.policy_class, GITSTORMPolicy):
@@ -265,9 +242,7 @@ class GITSTORM(OffPolicyAlgorithm):
                 **self.replay_buffer_kwargs,
             )
         self._convert_train_freq()
-        if self._rng_states is not None:  # a loaded checkpoint: continue its random streams, not the seed's
-            set_rng_states(self._rng_states, self.action_space)
-            self._rng_states = None
+        self._resume_random_streams()
 
     def _check_hyperparameters(self) -> None:
         check_replay_sizes(self.buffer_size, self.n_envs, self.learning_starts, self.batch_length)
@@ -279,7 +254,7 @@ class GITSTORM(OffPolicyAlgorithm):
             raise ValueError("batch_size and imagine_batch_size must be >= 1")
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_policy_state", "_step_start"]
+        return [*super()._excluded_save_params(), "_policy_state"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         names = ["policy", "policy.world_model_optimizer", "policy.actor_optimizer", "policy.critic_optimizer"]
@@ -313,7 +288,7 @@ class GITSTORM(OffPolicyAlgorithm):
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """1. Act: uniformly at random during warm-up, then with the policy and its recurrent context."""
-        self._step_start = (self.num_timesteps, get_rng_states(self.action_space))
+        self._begin_step()
         if self.num_timesteps < learning_starts:
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
@@ -341,7 +316,7 @@ class GITSTORM(OffPolicyAlgorithm):
         replay_buffer.add(obs, buffer_action, reward, dones, infos, episode_start=self._last_episode_starts)  # type: ignore[arg-type]
         self._last_obs = new_obs
         self._last_episode_starts = dones
-        self._step_start = None
+        self._end_step()
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         """3-5. World-model update, imagination, actor-critic update; ``gradient_steps`` times."""
@@ -388,20 +363,9 @@ class GITSTORM(OffPolicyAlgorithm):
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
         with self._autocast():
             loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
-        losses = {
-            "loss": loss.total,
-            "reconstruction_loss": loss.reconstruction,
-            "reward_loss": loss.reward,
-            "termination_loss": loss.termination,
-            "kl_dynamics_loss": loss.kl_dynamics,
-            "kl_representation_loss": loss.kl_representation,
-            "kl": loss.kl,
-            "prior_token_loss": loss.prior_token_ce,
-        }
         step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
-        self._divergence_guard.step("world_model", self._n_updates, losses, [step], self.max_nonfinite_skips)
-        diagnostics = {"prior_mask_ratio": loss.prior_mask_ratio, "imagination_kl": loss.imagination_kl}  # not trained on
-        return {key: value.item() for key, value in (losses | diagnostics).items()}, batch, loss.tokens
+        self._divergence_guard.step("world_model", self._n_updates, loss.terms(), [step], self.max_nonfinite_skips)
+        return loss.logs(), batch, loss.tokens
 
     def _imagine(self, batch: SequenceSamples, tokens: th.Tensor) -> ImaginedTrajectory:
         """4. Roll the world model forward from ``imagine_batch_size`` real states: inside the
@@ -433,79 +397,4 @@ class GITSTORM(OffPolicyAlgorithm):
         rollback = functools.partial(actor_critic.normalizer.scale.copy_, scale)
         if self._divergence_guard.step("actor_critic", self._n_updates, losses, steps, self.max_nonfinite_skips, rollback):
             actor_critic.update_target(self.tau)
-        return {
-            "actor_loss": loss.actor.item(),
-            "critic_loss": loss.critic.item(),
-            "entropy": loss.entropy.item(),
-            "return_scale": loss.return_scale.item(),
-            "imagined_return": loss.mean_return.item(),
-            "imagined_value": loss.mean_value.item(),
-            "imagined_reward": trajectory.rewards.mean().item(),
-        }
-
-    # ------------------------------------------------------------------------- persistence
-    def save(
-        self,
-        path: str | pathlib.Path | io.BufferedIOBase,
-        exclude: Any = None,
-        include: Any = None,
-    ) -> None:
-        """Save the model to a zip file, atomically (an interrupted save keeps the previous file).
-
-        The file holds the states of the random generators too (:func:`~sb3_gitstorm.save_util.get_rng_states`),
-        which ``load`` restores, so that a resumed run draws what the uninterrupted one would have.
-        SB3 calls callbacks (e.g. ``CheckpointCallback``) after a step's environment step and before
-        its transition is stored; saved there, the file holds the state at the start of that step
-        (``num_timesteps`` one step lower, the generators before its action), and the resumed run
-        takes that step again.
-        """
-        num_timesteps = self.num_timesteps
-        self.num_timesteps, self._rng_states = self._step_start or (num_timesteps, get_rng_states(self.action_space))
-        try:
-            atomic_write(path, "zip", lambda target: super(GITSTORM, self).save(target, exclude, include))
-        finally:
-            self.num_timesteps, self._rng_states = num_timesteps, None
-
-    @classmethod
-    def load(
-        cls: type[SelfGITSTORM],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfGITSTORM:
-        """SB3's ``load``, with a clear error for a truncated, corrupted or foreign file (see ``check_model_zip``)."""
-        check_model_zip(path)
-        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-
-    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        """Save the replay buffer as a pickle file, atomically."""
-        atomic_write(path, "pkl", lambda target: save_to_pkl(target, self.replay_buffer, self.verbose))
-
-    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
-        """Load a replay buffer saved by :meth:`save_replay_buffer`, after checking that it fits this model.
-
-        Parameters
-        ----------
-        path : str, pathlib.Path or file object
-            The pickle file.
-        truncate_last_traj : bool
-            The newest step of every environment is marked truncated (its episode does not go on:
-            ``learn`` resets the environments). False when the same, un-reset environments continue.
-
-        Raises
-        ------
-        ValueError
-            If the file is truncated, not a GITSTORM replay buffer, or one written by another
-            version of sb3_gitstorm or recorded with another observation space, action space or
-            number of environments. The current buffer is kept.
-        """
-        buffer = load_sequence_buffer(path, self.policy.model_observation_space, self.action_space, self.n_envs, self.verbose)
-        if truncate_last_traj and (buffer.full or buffer.pos > 0):
-            last = (buffer.pos - 1) % buffer.buffer_size
-            buffer.truncated[last] |= ~buffer.terminated[last]
-        buffer.device = self.device
-        self.replay_buffer = buffer
+        return {**loss.logs(), "imagined_reward": trajectory.rewards.mean().item()}

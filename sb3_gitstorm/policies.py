@@ -19,9 +19,11 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_gitstorm.actor_critic import ActorCritic
 from sb3_gitstorm.config import ModelConfig
@@ -50,6 +52,22 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
         raise ValueError(f"GITSTORM supports 1-D Box action spaces, got shape {action_space.shape}")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ValueError(f"GITSTORM needs bounded Box actions (finite low and high), got {action_space}")
+
+
+def check_env(env: GymEnv | str, verbose: int = 0) -> GymEnv:
+    """Make the env if given by id and reject what GITSTORM cannot train on, before SB3 wraps it.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For unsupported spaces (:func:`check_spaces`) or a ``VecNormalize`` wrapper (GITSTORM
+        normalises observations and rewards itself).
+    """
+    env = maybe_make_env(env, verbose)
+    check_spaces(env.observation_space, env.action_space)
+    if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
+        raise ValueError("GITSTORM normalises observations and rewards itself (symlog); remove the VecNormalize wrapper")
+    return env
 
 
 def resize_images(images: th.Tensor, size: int) -> th.Tensor:

@@ -1,4 +1,8 @@
-"""Atomic writes for checkpoints and replay buffers; the random-generator states a checkpoint resumes."""
+"""Checkpoints that resume exactly: atomic writes, the random-generator states, checked loads.
+
+:class:`ResumableOffPolicyAlgorithm` gives an SB3 off-policy algorithm ``save`` / ``load`` /
+``save_replay_buffer`` / ``load_replay_buffer`` built from the functions of this module.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,18 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.type_aliases import GymEnv
+
+from sb3_gitstorm.buffers import SequenceReplayBuffer, load_sequence_buffer
+
+SelfResumable = TypeVar("SelfResumable", bound="ResumableOffPolicyAlgorithm")
 
 
 @overload
@@ -181,3 +192,96 @@ def check_model_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
         raise ValueError(f"{path} is a corrupted zip file, not a loadable model: its entry {broken!r} fails the CRC check")
     if "data" not in names:
         raise ValueError(f"{path} is a zip file but not a saved SB3 model: it has no 'data' entry (entries: {names[:5]})")
+
+
+class ResumableOffPolicyAlgorithm(OffPolicyAlgorithm):
+    """An SB3 off-policy algorithm whose files are written atomically and resume the run exactly.
+
+    The model file holds the states of the random generators too (:func:`get_rng_states`), which
+    ``load`` restores, so that a resumed run draws what the uninterrupted one would have. SB3 calls
+    callbacks (e.g. ``CheckpointCallback``) after a step's environment step and before its
+    transition is stored; saved there, the file holds the state at the start of that step
+    (``num_timesteps`` one step lower, the generators before its action), and the resumed run takes
+    that step again. A subclass marks that start with :meth:`_begin_step` when it picks the
+    step's action and its end with :meth:`_end_step` when it stores the transition, and calls
+    :meth:`_resume_random_streams` at the end of ``_setup_model``.
+    """
+
+    replay_buffer: SequenceReplayBuffer  # type: ignore[assignment]  # a sequence buffer, not SB3's ReplayBuffer
+    # (num_timesteps, random-generator states) at the start of the step in progress, for save().
+    _step_start: tuple[int, dict[str, Any]] | None = None
+    _rng_states: dict[str, Any] | None = None  # only set in a saved file
+
+    def _begin_step(self) -> None:
+        self._step_start = (self.num_timesteps, get_rng_states(self.action_space))
+
+    def _end_step(self) -> None:
+        self._step_start = None
+
+    def _resume_random_streams(self) -> None:
+        """A loaded checkpoint continues its random streams, not the seed's."""
+        if self._rng_states is not None:
+            set_rng_states(self._rng_states, self.action_space)
+            self._rng_states = None
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_step_start"]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Any = None,
+        include: Any = None,
+    ) -> None:
+        """Save the model to a zip file, atomically (an interrupted save keeps the previous file)."""
+        num_timesteps = self.num_timesteps
+        self.num_timesteps, self._rng_states = self._step_start or (num_timesteps, get_rng_states(self.action_space))
+        try:
+            atomic_write(path, "zip", lambda target: super(ResumableOffPolicyAlgorithm, self).save(target, exclude, include))
+        finally:
+            self.num_timesteps, self._rng_states = num_timesteps, None
+
+    @classmethod
+    def load(
+        cls: type[SelfResumable],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfResumable:
+        """SB3's ``load``, with a clear error for a truncated, corrupted or foreign file (see :func:`check_model_zip`)."""
+        check_model_zip(path)
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Save the replay buffer as a pickle file, atomically."""
+        atomic_write(path, "pkl", lambda target: save_to_pkl(target, self.replay_buffer, self.verbose))
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """Load a replay buffer saved by :meth:`save_replay_buffer`, after checking that it fits this model.
+
+        Parameters
+        ----------
+        path : str, pathlib.Path or file object
+            The pickle file.
+        truncate_last_traj : bool
+            The newest step of every environment is marked truncated (its episode does not go on:
+            ``learn`` resets the environments). False when the same, un-reset environments continue.
+
+        Raises
+        ------
+        ValueError
+            If the file is truncated, not a GITSTORM replay buffer, or one written by another
+            version of sb3_gitstorm or recorded with another observation space, action space or
+            number of environments. The current buffer is kept.
+        """
+        space = self.replay_buffer.observation_space  # what the model stores (e.g. resized images)
+        buffer = load_sequence_buffer(path, space, self.action_space, self.n_envs, self.verbose)
+        if truncate_last_traj and (buffer.full or buffer.pos > 0):
+            last = (buffer.pos - 1) % buffer.buffer_size
+            buffer.truncated[last] |= ~buffer.terminated[last]
+        buffer.device = self.device
+        self.replay_buffer = buffer

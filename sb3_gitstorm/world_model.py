@@ -144,6 +144,24 @@ class WorldModelLoss(NamedTuple):
     imagination_kl: th.Tensor
     tokens: th.Tensor
 
+    def terms(self) -> dict[str, th.Tensor]:
+        """The loss, its parts and the KL, by their log names (``world_model/<name>``)."""
+        return {
+            "loss": self.total,
+            "reconstruction_loss": self.reconstruction,
+            "reward_loss": self.reward,
+            "termination_loss": self.termination,
+            "kl_dynamics_loss": self.kl_dynamics,
+            "kl_representation_loss": self.kl_representation,
+            "kl": self.kl,
+            "prior_token_loss": self.prior_token_ce,
+        }
+
+    def logs(self) -> dict[str, float]:
+        """:meth:`terms` and the diagnostics that are not trained on, as floats."""
+        diagnostics = {"prior_mask_ratio": self.prior_mask_ratio, "imagination_kl": self.imagination_kl}
+        return {name: value.item() for name, value in (self.terms() | diagnostics).items()}
+
 
 class WorldModel(nn.Module):
     """Encoder, decoder, sequence model, reward / termination heads and prior.

@@ -18,7 +18,7 @@ from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_gitstorm
-import sb3_gitstorm.gitstorm as gitstorm_module
+import sb3_gitstorm.save_util as save_util_module
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.save_util import atomic_write
 from tests.conftest import DotEnv, FixedLengthEnv
@@ -208,7 +208,7 @@ def test_interrupted_saves_keep_the_previous_files(tmp_path, monkeypatch, fast_k
         raise OSError("No space left on device")
 
     monkeypatch.setattr(base_class, "save_to_zip_file", fails_midway)
-    monkeypatch.setattr(gitstorm_module, "save_to_pkl", fails_midway)
+    monkeypatch.setattr(save_util_module, "save_to_pkl", fails_midway)
     model.learn(8)
     with pytest.raises(OSError, match="No space"):
         model.save(tmp_path / "agent.zip")

@@ -122,3 +122,22 @@ def test_jumping_dot_is_bimodal_and_rewards_the_right_half() -> None:
     assert jumps == {base.jump, base.cells - base.jump} and reward == 1.0
     obs, _ = env.reset(seed=1)
     assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8 and (obs == 255).all(-1).sum() == 16
+
+
+def test_which_half_rewards_naming_the_half_the_square_is_in() -> None:
+    """The square wanders one cell at a time inside the frame; naming its half pays 1, passing or the other half 0."""
+    env = gym.make("gitstorm/WhichHalf-v0")
+    obs, _ = env.reset(seed=0)
+    base = env.unwrapped
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and (obs == 255).all(-1).sum() == 64
+    rng = np.random.default_rng(0)
+    rewards = {0: [], 1: [], 2: []}
+    for t in range(base.max_steps):
+        cell, action = base.cell.copy(), int(rng.integers(3))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        right = int(obs.any(-1).nonzero()[1].min() >= 32)  # where the frame now shows the square
+        assert np.abs(base.cell - cell).sum() <= 1 and right == int(base.cell[1] >= 4)
+        assert reward == float(action == int(cell[1] >= 4))
+        rewards[action].append(reward)
+        assert not terminated and truncated == (t == base.max_steps - 1)
+    assert rewards[2] and not any(rewards[2]) and 0 < np.mean(rewards[0] + rewards[1]) < 1

@@ -39,6 +39,7 @@ def _register_envs() -> None:
             kwargs = dict(task=task, pixels=pixels)
             gym.register(dmc_id(task, pixels), entry_point="sb3_gitstorm.envs.dmc:make_dmc", kwargs=kwargs)
     gym.register("gitstorm/JumpingDot-v0", entry_point="sb3_gitstorm.envs.toy:JumpingDotEnv")
+    gym.register("gitstorm/WhichHalf-v0", entry_point="sb3_gitstorm.envs.toy:WhichHalfEnv")
 
 
 _register_envs()

@@ -1,4 +1,8 @@
-"""A small stochastic image task for CPU experiments: a dot that jumps up or down at random.
+"""Small image tasks for CPU experiments: a dot that jumps up or down at random, and one that wanders.
+
+:class:`JumpingDotEnv` tests a world model's prior (a constant policy is optimal there);
+:class:`WhichHalfEnv` tests an agent: its reward depends on what the current frame shows.
+
 
 The agent moves a dot left or right on an ``cells x cells`` grid; every step the dot also jumps
 ``jump`` cells up or down (wrapping around) with equal probability, so the next frame is bimodal.
@@ -66,6 +70,60 @@ class JumpingDotEnv(gym.Env):
         self.cell = np.array([y, x])
         self.t += 1
         reward = float(x >= self.cells // 2)
+        return self._obs(), reward, False, self.t >= self.max_steps, {}
+
+    def render(self) -> np.ndarray:
+        return self._obs()
+
+
+class WhichHalfEnv(gym.Env):
+    """A reactive pixel task: say which half of the frame a wandering square is in.
+
+    RGB ``(size, size, 3)`` uint8 frames show a white square on a ``cells x cells`` grid that moves
+    one cell up, down, left or right at random every step (staying inside the frame). ``Discrete(3)``
+    actions: 0 "left half", 1 "right half", 2 "pass"; the reward is 1 for naming the half the square is
+    in, 0 otherwise. No constant policy does better than about half the maximum, and uniformly random
+    actions get a third of it; the optimum (``max_steps``) needs the action to follow the frame.
+
+    Parameters
+    ----------
+    size : int
+        Side of the frame in pixels; a multiple of ``cells``.
+    cells : int
+        The square moves on a ``cells x cells`` grid and fills one cell; an even number (two halves).
+    max_steps : int
+        Episodes are truncated after this many steps (there is no termination).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012  # gymnasium.Env declares it
+    MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])
+
+    def __init__(self, size: int = 64, cells: int = 8, max_steps: int = 100, render_mode: str | None = None) -> None:
+        if size % cells != 0 or cells % 2 != 0:
+            raise ValueError(f"cells ({cells}) must be even and divide size ({size})")
+        self.size, self.cells, self.max_steps = size, cells, max_steps
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = spaces.Discrete(3)
+
+    def _obs(self) -> np.ndarray:
+        frame = np.zeros((self.size, self.size, 3), np.uint8)
+        side = self.size // self.cells
+        y, x = self.cell * side
+        frame[y : y + side, x : x + side] = 255
+        return frame
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.cell = self.np_random.integers(0, self.cells, size=2)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        right = int(self.cell[1] >= self.cells // 2)
+        reward = float(int(action) == right)
+        self.cell = np.clip(self.cell + self.MOVES[self.np_random.integers(4)], 0, self.cells - 1)
+        self.t += 1
         return self._obs(), reward, False, self.t >= self.max_steps, {}
 
     def render(self) -> np.ndarray:

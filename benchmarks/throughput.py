@@ -237,12 +237,14 @@ def make_model(args: argparse.Namespace, prior: str, starts: str, device: th.dev
 
 
 def extra_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Constructor flags of the speed options, passed only when asked for (older versions lack them)."""
+    """Constructor flags of the speed options: as asked on CUDA (where GITSTORM's defaults turn them on),
+    on CPU only when asked for (older versions lack them)."""
     kwargs: dict[str, Any] = {}
-    if args.replay_on_device:
-        kwargs["replay_buffer_kwargs"] = dict(on_device=True)
-    if args.bf16:
-        kwargs["mixed_precision"] = True
+    cuda = th.device(args.device).type == "cuda"
+    if args.replay_on_device or cuda:
+        kwargs["replay_buffer_kwargs"] = dict(on_device=args.replay_on_device)
+    if args.bf16 or cuda:
+        kwargs["mixed_precision"] = args.bf16
     return kwargs
 
 

@@ -200,3 +200,14 @@ def test_onehot_stem_matches_the_dense_one() -> None:
         first = net(inputs[:, :6], segments[:, :6], positions[:, :6], cache)
         rest = [net(inputs[:, t : t + 1], segments[:, t : t + 1], positions[:, t : t + 1], cache) for t in range(6, 9)]
     th.testing.assert_close(th.cat([first, *rest], 1), dense, rtol=1e-4, atol=1e-5)
+
+
+def test_gpu_defaults_stay_off_on_cpu(fast_kwargs: dict) -> None:
+    """bf16 autocast and the on-device replay default to on for CUDA only: a CPU model keeps float32 and the host replay."""
+    model = GITSTORM("MlpPolicy", "CartPole-v1", device="cpu", **fast_kwargs)
+    assert model.mixed_precision is None and not model.replay_buffer.on_device
+    with model._autocast():
+        assert not th.is_autocast_enabled("cpu")
+    model = GITSTORM("MlpPolicy", "CartPole-v1", device="cpu", mixed_precision=True, **fast_kwargs)
+    with model._autocast():
+        assert th.is_autocast_enabled("cpu") and th.get_autocast_dtype("cpu") == th.bfloat16

@@ -1,16 +1,15 @@
-"""Small image tasks for CPU experiments: a dot that jumps up or down at random, and one that wanders.
+"""Small image tasks for CPU experiments: a square on a grid that jumps at random, or wanders.
 
-:class:`JumpingDotEnv` tests a world model's prior (a constant policy is optimal there);
-:class:`WhichHalfEnv` tests an agent: its reward depends on what the current frame shows.
+:class:`JumpingDotEnv` tests a world model's prior. The agent moves the dot left or right; every step
+it also jumps ``jump`` cells up or down (wrapping around) with equal probability, so the next frame
+is bimodal. A world model must put its probability on one dot in one of two places: a prior whose
+latent tokens are independent given ``h_t`` (STORM's, or MaskGIT drawn in one pass) can only match
+the two modes token by token, and its samples mix them (no dot, or two half dots); MaskGIT decoding
+the tokens in several chunks can keep them consistent. The reward is 1 while the dot is in the right
+half of the frame, so walking right and staying there (a constant policy) is optimal.
 
-
-The agent moves a dot left or right on an ``cells x cells`` grid; every step the dot also jumps
-``jump`` cells up or down (wrapping around) with equal probability, so the next frame is bimodal.
-A world model must put its probability on one dot in one of two places: a prior whose latent
-tokens are independent given ``h_t`` (STORM's, or MaskGIT drawn in one pass) can only match the
-two modes token by token, and its samples mix them (no dot, or two half dots); MaskGIT decoding the
-tokens in several chunks can keep them consistent. The reward is 1 while the dot is in the right
-half of the frame, so a good policy walks right and stays there.
+:class:`WhichHalfEnv` tests an agent: the square wanders at random and the reward is for naming the
+half of the frame it is in, so the action must follow the frame.
 """
 
 from __future__ import annotations
@@ -22,7 +21,42 @@ import numpy as np
 from gymnasium import spaces
 
 
-class JumpingDotEnv(gym.Env):
+class SquareOnGridEnv(gym.Env):
+    """RGB ``(size, size, 3)`` uint8 frames of a white square filling one cell of a ``cells x cells``
+    grid, at a random cell after ``reset``; ``Discrete(3)`` actions; episodes truncated after
+    ``max_steps`` steps. Subclasses define ``step`` (and may tint the background)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012  # gymnasium.Env declares it
+
+    def __init__(self, size: int, cells: int, max_steps: int, render_mode: str | None = None) -> None:
+        if size % cells != 0:
+            raise ValueError(f"size ({size}) must be a multiple of cells ({cells})")
+        self.size, self.cells, self.max_steps = size, cells, max_steps
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = spaces.Discrete(3)
+
+    def _background(self) -> np.ndarray:
+        return np.zeros((self.size, self.size, 3), np.uint8)
+
+    def _obs(self) -> np.ndarray:
+        frame = self._background()
+        side = self.size // self.cells
+        y, x = self.cell * side
+        frame[y : y + side, x : x + side] = 255
+        return frame
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.cell = self.np_random.integers(0, self.cells, size=2)
+        self.t = 0
+        return self._obs(), {}
+
+    def render(self) -> np.ndarray:
+        return self._obs()
+
+
+class JumpingDotEnv(SquareOnGridEnv):
     """RGB ``(size, size, 3)`` uint8 frames, ``Discrete(3)`` actions (left, stay, right).
 
     Parameters
@@ -37,31 +71,16 @@ class JumpingDotEnv(gym.Env):
         Episodes are truncated after this many steps (there is no termination).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012  # gymnasium.Env declares it
-
     def __init__(
         self, size: int = 32, cells: int = 8, jump: int = 2, max_steps: int = 100, render_mode: str | None = None
     ) -> None:
-        if size % cells != 0:
-            raise ValueError(f"size ({size}) must be a multiple of cells ({cells})")
-        self.size, self.cells, self.jump, self.max_steps = size, cells, jump, max_steps
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = spaces.Discrete(3)
+        super().__init__(size, cells, max_steps, render_mode)
+        self.jump = jump
 
-    def _obs(self) -> np.ndarray:
-        frame = np.zeros((self.size, self.size, 3), np.uint8)
+    def _background(self) -> np.ndarray:
+        frame = super()._background()
         frame[:, self.size // 2 :, 2] = 64  # the rewarding half is tinted
-        side = self.size // self.cells
-        y, x = self.cell * side
-        frame[y : y + side, x : x + side] = 255
         return frame
-
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.cell = self.np_random.integers(0, self.cells, size=2)
-        self.t = 0
-        return self._obs(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         y, x = self.cell
@@ -72,18 +91,15 @@ class JumpingDotEnv(gym.Env):
         reward = float(x >= self.cells // 2)
         return self._obs(), reward, False, self.t >= self.max_steps, {}
 
-    def render(self) -> np.ndarray:
-        return self._obs()
 
-
-class WhichHalfEnv(gym.Env):
+class WhichHalfEnv(SquareOnGridEnv):
     """A reactive pixel task: say which half of the frame a wandering square is in.
 
-    RGB ``(size, size, 3)`` uint8 frames show a white square on a ``cells x cells`` grid that moves
-    one cell up, down, left or right at random every step (staying inside the frame). ``Discrete(3)``
-    actions: 0 "left half", 1 "right half", 2 "pass"; the reward is 1 for naming the half the square is
-    in, 0 otherwise. No constant policy does better than about half the maximum, and uniformly random
-    actions get a third of it; the optimum (``max_steps``) needs the action to follow the frame.
+    The square moves one cell up, down, left or right at random every step (staying inside the
+    frame). Actions: 0 "left half", 1 "right half", 2 "pass"; the reward is 1 for naming the half the
+    square is in, 0 otherwise. No constant policy does better than about half the maximum, and
+    uniformly random actions get a third of it; the optimum (``max_steps``) needs the action to
+    follow the frame.
 
     Parameters
     ----------
@@ -95,29 +111,12 @@ class WhichHalfEnv(gym.Env):
         Episodes are truncated after this many steps (there is no termination).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012  # gymnasium.Env declares it
     MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])
 
     def __init__(self, size: int = 64, cells: int = 8, max_steps: int = 100, render_mode: str | None = None) -> None:
-        if size % cells != 0 or cells % 2 != 0:
-            raise ValueError(f"cells ({cells}) must be even and divide size ({size})")
-        self.size, self.cells, self.max_steps = size, cells, max_steps
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = spaces.Discrete(3)
-
-    def _obs(self) -> np.ndarray:
-        frame = np.zeros((self.size, self.size, 3), np.uint8)
-        side = self.size // self.cells
-        y, x = self.cell * side
-        frame[y : y + side, x : x + side] = 255
-        return frame
-
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.cell = self.np_random.integers(0, self.cells, size=2)
-        self.t = 0
-        return self._obs(), {}
+        if cells % 2 != 0:
+            raise ValueError(f"cells ({cells}) must be even: the frame has two halves")
+        super().__init__(size, cells, max_steps, render_mode)
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         right = int(self.cell[1] >= self.cells // 2)
@@ -125,6 +124,3 @@ class WhichHalfEnv(gym.Env):
         self.cell = np.clip(self.cell + self.MOVES[self.np_random.integers(4)], 0, self.cells - 1)
         self.t += 1
         return self._obs(), reward, False, self.t >= self.max_steps, {}
-
-    def render(self) -> np.ndarray:
-        return self._obs()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 PRIORS = ("maskgit", "mlp")
 MASKGIT_SCHEDULES = ("decode", "cosine", "reference")
-FINAL_MAP_SIDE = 4  # side of the CNN encoder's last feature map (STORM: 64x64 images, four stride-2 convolutions)
 
 
 @dataclass(frozen=True)
@@ -28,11 +27,13 @@ class ModelConfig:
         Uniform mix of every categorical (latents and discrete actions).
     image_size : int
         Side of the square images the CNN encoder sees; other sizes are resized to it. A power of
-        two times 4 (8, 16, 32, 64, 128, ...).
+        two times ``cnn_final_side`` (8, 16, 32, 64, 128, ...).
     cnn_channels : tuple of int
         Channels of the encoder's stride-2 convolutions at 64x64 (mirrored by the decoder). The
-        encoder halves the side down to STORM's 4x4 map, so the depth follows ``image_size``:
+        encoder halves the side down to a ``cnn_final_side`` map, so the depth follows ``image_size``:
         32x32 images use the first three, 128x128 images repeat the last (:attr:`conv_channels`).
+    cnn_final_side : int
+        Side of the encoder's last feature map (4: STORM's four convolutions on 64x64 images).
     mlp_hidden, mlp_layers : int
         Encoder / decoder MLP for vector observations.
     hidden_dim, transformer_layers, transformer_heads, transformer_ffn, dropout, max_length
@@ -74,6 +75,7 @@ class ModelConfig:
     unimix: float = 0.01
     image_size: int = 64
     cnn_channels: tuple[int, ...] = (32, 64, 128, 256)
+    cnn_final_side: int = 4
     mlp_hidden: int = 512
     mlp_layers: int = 2
     hidden_dim: int = 512
@@ -110,9 +112,9 @@ class ModelConfig:
         ):
             if dim % heads != 0:
                 raise ValueError(f"{name} ({dim}) must be a multiple of its number of heads ({heads})")
-        side = self.image_size // FINAL_MAP_SIDE
-        if self.image_size < 2 * FINAL_MAP_SIDE or self.image_size % FINAL_MAP_SIDE or side & (side - 1):
-            raise ValueError(f"image_size must be 4 times a power of two (8, 16, 32, 64, ...), got {self.image_size}")
+        final, halvings = self.cnn_final_side, self.image_size // max(1, self.cnn_final_side)
+        if final < 1 or self.image_size % final or halvings < 2 or halvings & (halvings - 1):
+            raise ValueError(f"image_size must be cnn_final_side ({final}) times a power of two >= 2, got {self.image_size}")
         if not self.cnn_channels:
             raise ValueError("cnn_channels must name at least one convolution")
         if self.maskgit_schedule not in MASKGIT_SCHEDULES:
@@ -129,8 +131,8 @@ class ModelConfig:
 
     @property
     def conv_channels(self) -> tuple[int, ...]:
-        """Channels of the encoder's convolutions at ``image_size``: one per halving down to a 4x4 map."""
-        depth = (self.image_size // FINAL_MAP_SIDE).bit_length() - 1
+        """Channels of the encoder's convolutions at ``image_size``: one per halving down to ``cnn_final_side``."""
+        depth = (self.image_size // self.cnn_final_side).bit_length() - 1
         return (self.cnn_channels + (self.cnn_channels[-1],) * depth)[:depth]
 
     @property

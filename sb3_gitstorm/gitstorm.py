@@ -51,14 +51,10 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         ``"CnnPolicy"`` (uint8 images, resized to ``image_size``), ``"MlpPolicy"`` (vectors) or a policy class.
     env : gymnasium.Env, VecEnv or str
         The environment; ``None`` only when loading a model for prediction.
-    learning_rate : float or Schedule
-        World-model Adam learning rate (1e-4).
-    actor_learning_rate, critic_learning_rate : float or Schedule
-        Actor and critic Adam learning rates (3e-5).
-    buffer_size : int
-        Replay capacity in steps, over all environments.
-    learning_starts : int
-        Steps of uniformly random actions before training starts (1024).
+    learning_rate, actor_learning_rate, critic_learning_rate : float or Schedule
+        Adam learning rates of the world model (1e-4), the actor and the critic (3e-5).
+    buffer_size, learning_starts : int
+        Replay capacity in steps over all environments; steps of random actions before training (1024).
     batch_size, batch_length : int
         World-model batch: ``batch_size`` windows of ``batch_length`` steps (16 x 64).
     imagine_batch_size, imagine_context_length, imagine_horizon : int
@@ -68,15 +64,10 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         ``"replay"`` (the paper): at the end of fresh replay windows, encoded again; ``"batch"``
         (DreamerV3): at states inside the world-model update's windows, no second encoding (needs
         ``batch_length >= imagine_context_length - 1 + imagine_horizon``).
-    train_freq : int or tuple
-        Update every ``train_freq`` steps (or ``(n, "episode")``).
-    gradient_steps : int
-        Updates per rollout (-1: as many as environment steps collected).
-    gamma, gae_lambda : float
-        Discount (0.985) and lambda of the lambda-returns (0.95).
-    ent_coef : float
-        Entropy bonus of the actor (3e-4).
-    tau : float
+    train_freq, gradient_steps : int or tuple, int
+        As in SB3: update every ``train_freq`` steps (or ``(n, "episode")``), ``gradient_steps`` times.
+    gamma, gae_lambda, ent_coef, tau : float
+        Discount (0.985), lambda of the lambda-returns (0.95), entropy bonus of the actor (3e-4) and
         Polyak coefficient of the slow critic (0.02, i.e. EMA decay 0.98).
     prior : str
         ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
@@ -96,21 +87,13 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         parameters, optimiser states, losses and sampling stay float32. None (default): on for CUDA
         devices with bf16 support, off elsewhere (on CPU it rarely pays). On CUDA, GITSTORM also
         lets float32 matrix products use TF32 (``torch.set_float32_matmul_precision("high")``).
-    stats_window_size : int
-        Episodes averaged in the rollout logs.
     log_video_interval : int
         Updates between TensorBoard images of real frames and their open-loop dream (0: never).
-    tensorboard_log : str, optional
-        TensorBoard log folder.
     policy_kwargs : dict, optional
         ``size`` (``"tiny"``, ``"small"``, ``"base"`` = paper) and overrides of any
         :class:`~sb3_gitstorm.config.ModelConfig` field.
-    verbose : int
-        0 silent, 1 training logs, 2 debug.
-    seed : int, optional
-        Seed of the random generators.
-    device : th.device or str
-        ``"auto"`` uses CUDA when available.
+    stats_window_size, tensorboard_log, verbose, seed, device
+        As in SB3 (``device="auto"`` uses CUDA when available).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}

@@ -171,16 +171,14 @@ class ActorCriticLoss(NamedTuple):
     mean_return: th.Tensor
     mean_value: th.Tensor
 
+    def terms(self) -> dict[str, th.Tensor]:
+        """The trained losses and the return scale they are normalised by, by their log names (``train/<name>``)."""
+        return {"actor_loss": self.actor, "critic_loss": self.critic, "return_scale": self.return_scale}
+
     def logs(self) -> dict[str, float]:
-        """Every value as a float, by its log name (``train/<name>``)."""
-        return {
-            "actor_loss": self.actor.item(),
-            "critic_loss": self.critic.item(),
-            "entropy": self.entropy.item(),
-            "return_scale": self.return_scale.item(),
-            "imagined_return": self.mean_return.item(),
-            "imagined_value": self.mean_value.item(),
-        }
+        """:meth:`terms` and the statistics, as floats."""
+        statistics = {"entropy": self.entropy, "imagined_return": self.mean_return, "imagined_value": self.mean_value}
+        return {name: value.item() for name, value in (self.terms() | statistics).items()}
 
 
 class ActorCritic(nn.Module):

@@ -385,8 +385,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
             (loss.actor, self.policy.actor_optimizer, actor_critic.actor, self.actor_critic_max_grad_norm),
             (loss.critic, self.policy.critic_optimizer, actor_critic.critic, self.actor_critic_max_grad_norm),
         ]
-        losses = {"actor_loss": loss.actor, "critic_loss": loss.critic, "return_scale": loss.return_scale}
         rollback = functools.partial(actor_critic.normalizer.scale.copy_, scale)
-        if self._divergence_guard.step("actor_critic", self._n_updates, losses, steps, self.max_nonfinite_skips, rollback):
+        if self._divergence_guard.step("actor_critic", self._n_updates, loss.terms(), steps, self.max_nonfinite_skips, rollback):
             actor_critic.update_target(self.tau)
         return {**loss.logs(), "imagined_reward": trajectory.rewards.mean().item()}

@@ -188,7 +188,7 @@ def without_kv_cache(model: GITSTORM) -> Iterator[None]:
     def imagine(*_: Any) -> ImaginedTrajectory:  # replay starts whatever the model's imagine_starts
         model.policy.world_model.eval()
         context = model.replay_buffer.sample(model.imagine_batch_size, model.imagine_context_length)
-        with model._autocast():
+        with model.policy.autocast(model.mixed_precision):
             policy = model.policy
             obs, actions, starts = context.observations, context.actions, context.episode_starts
             return naive_imagine(policy.world_model, policy.actor_critic.actor, obs, actions, starts, model.imagine_horizon)
@@ -268,7 +268,7 @@ def measure(args: argparse.Namespace, prior: str, starts: str, device: th.device
     hidden = th.randn(model.imagine_batch_size, world_model.config.hidden_dim, device=device)
 
     def prior_sample():
-        with th.no_grad(), model._autocast():
+        with th.no_grad(), model.policy.autocast(model.mixed_precision):
             return world_model.prior.sample(hidden)
 
     if device.type == "cuda":

@@ -1,7 +1,7 @@
 """The actor-critic trained on imagined trajectories (STORM / DreamerV3 style).
 
-- Actor: a categorical with a uniform mix for Discrete actions; a tanh-squashed diagonal Gaussian
-  for Box actions (entropy and log-probabilities taken on the pre-squash Normal).
+- Actor: a categorical with a uniform mix for Discrete actions; DreamerV3's bounded Normal for Box
+  actions (mean ``tanh``-bounded to [-1, 1], samples clipped to it before they act).
 - Critic: symlog two-hot over 255 bins, with a slow EMA copy that regularises it.
 - Returns: lambda-returns bootstrapped from ``V(s_{t+1})``, continuation from the termination head.
 - Advantages: divided by ``max(1, S)``, ``S`` an EMA of the 95th - 5th percentile of the returns.
@@ -21,12 +21,17 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import SymlogTwoHot, sample_unimix, unimix_log_probs
-from sb3_gitstorm.networks import mlp, zero_init_output
+from sb3_gitstorm.networks import mlp, scale_output_init
 from sb3_gitstorm.world_model import ImaginedTrajectory
 
 
 class Actor(nn.Module):
-    """Policy over raw actions: class indices (Discrete) or pre-tanh Gaussian samples (Box).
+    """Policy over raw actions: class indices (Discrete) or unclipped Gaussian samples (Box).
+
+    Box actions use DreamerV3's bounded Normal, ``Normal(tanh(mean), std)`` clipped to [-1, 1], not
+    a tanh-squashed Normal: under a tanh squash every pre-squash mean beyond about 2 acts at the
+    bound, so REINFORCE gets no signal that would bring such a mean back; a bounded mean keeps the
+    deterministic action and the exploration noise where actions differ.
 
     Parameters
     ----------
@@ -40,6 +45,8 @@ class Actor(nn.Module):
         Uniform mix of the categorical (Discrete only).
     std_range : tuple of float
         ``(min, max)`` of the Gaussian standard deviation (Box only).
+    output_scale : float
+        Multiplier of the output layer's initial weights (its bias starts at zero).
     latent_shape : tuple of int, optional
         ``(K, C)`` when ``features`` start with ``K`` one-hot blocks of ``C`` classes (the latent
         ``z``): the first layer then exploits it (:class:`~sb3_gitstorm.networks.OneHotLinear`).
@@ -53,6 +60,7 @@ class Actor(nn.Module):
         layers: int,
         unimix: float,
         std_range: tuple[float, float],
+        output_scale: float = 1.0,
         latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
@@ -60,7 +68,7 @@ class Actor(nn.Module):
         self.action_dim = spaces.flatdim(action_space)  # classes, or the 1-D Box's size
         self.unimix, (self.min_std, self.max_std) = unimix, std_range
         out_dim = self.action_dim if self.discrete else 2 * self.action_dim
-        self.net = mlp(feature_dim, out_dim, hidden, layers, latent_shape)
+        self.net = scale_output_init(mlp(feature_dim, out_dim, hidden, layers, latent_shape), output_scale)
 
     def distribution(self, features: th.Tensor) -> Distribution:
         """Distribution over raw actions given features ``(..., F)``; ``log_prob`` and ``entropy`` have shape ``(...)``."""
@@ -69,10 +77,10 @@ class Actor(nn.Module):
             return Categorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
         mean, std = out.chunk(2, -1)
         std = (self.max_std - self.min_std) * th.sigmoid(std + 2.0) + self.min_std
-        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+        return Independent(Normal(th.tanh(mean), std, validate_args=False), 1, validate_args=False)
 
     def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
-        """Raw actions for features ``(..., F)``: indices ``(...)`` or pre-tanh vectors ``(..., A)``."""
+        """Raw actions for features ``(..., F)``: indices ``(...)`` or unclipped vectors ``(..., A)``."""
         if self.discrete:
             logits = self.net(features)
             return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
@@ -80,8 +88,8 @@ class Actor(nn.Module):
         return dist.mean if deterministic else dist.sample()
 
     def squash(self, raw_actions: th.Tensor) -> th.Tensor:
-        """Raw actions to what the world model and the environment take: indices, or ``tanh`` in [-1, 1]."""
-        return raw_actions if self.discrete else th.tanh(raw_actions)
+        """Raw actions to what the world model and the environment take: indices, or clipped to [-1, 1]."""
+        return raw_actions if self.discrete else raw_actions.clamp(-1.0, 1.0)
 
 
 class Critic(nn.Module):
@@ -97,7 +105,7 @@ class Critic(nn.Module):
         latent_shape: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.net = zero_init_output(mlp(feature_dim, bins, hidden, layers, latent_shape))
+        self.net = scale_output_init(mlp(feature_dim, bins, hidden, layers, latent_shape), 0.0)
         self.twohot = SymlogTwoHot(bins, *bin_range)
 
     def forward(self, features: th.Tensor) -> th.Tensor:
@@ -195,7 +203,8 @@ class ActorCritic(nn.Module):
     def __init__(self, config: ModelConfig, action_space: spaces.Space) -> None:
         super().__init__()
         dim, hidden, layers = config.feature_dim, config.ac_hidden, config.ac_layers
-        self.actor = Actor(dim, action_space, hidden, layers, config.unimix, config.actor_std_range, config.latent_shape)
+        actor_init = (config.unimix, config.actor_std_range, config.actor_output_scale)
+        self.actor = Actor(dim, action_space, hidden, layers, *actor_init, config.latent_shape)
         self.critic = Critic(dim, hidden, layers, config.reward_bins, config.twohot_range, config.latent_shape)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.normalizer = ReturnNormalizer(config.return_decay, config.return_percentiles)

@@ -14,9 +14,12 @@ from stable_baselines3.common.buffers import BaseBuffer
 from stable_baselines3.common.save_util import load_from_pkl
 
 
-def check_replay_sizes(buffer_size: int, n_envs: int, learning_starts: int, batch_length: int) -> None:
+def check_replay_sizes(buffer_size: int, n_envs: int, learning_starts: int, batch_size: int, batch_length: int) -> None:
     """Raise a ValueError unless a buffer of ``buffer_size`` steps over ``n_envs`` environments fills
-    during the ``learning_starts`` warm-up and holds a window of ``batch_length`` steps per environment."""
+    during the ``learning_starts`` warm-up and holds a window of ``batch_length`` steps per environment,
+    and ``batch_size`` is at least one window."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if learning_starts > buffer_size:
         raise ValueError(f"learning_starts ({learning_starts}) is larger than buffer_size ({buffer_size})")
     if batch_length > buffer_size // n_envs:

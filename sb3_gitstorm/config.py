@@ -63,6 +63,9 @@ class ModelConfig:
         Actor and critic MLPs.
     actor_std_range : tuple of float
         ``(min, max)`` standard deviation of the Gaussian actor, Box actions ((0.1, 1.0), DreamerV3).
+    actor_output_scale : float
+        The actor's output layer starts at this multiple of PyTorch's initialisation, bias zero (0.01,
+        DreamerV3's ``outscale``): the untrained policy is near uniform (Discrete) or near zero-mean (Box).
     return_decay, return_percentiles
         Advantages are divided by ``max(1, S)``, ``S`` an EMA with this decay of the spread between these
         percentiles of the lambda-returns (0.99 and (0.05, 0.95), DreamerV3).
@@ -101,6 +104,7 @@ class ModelConfig:
     ac_hidden: int = 512
     ac_layers: int = 2
     actor_std_range: tuple[float, float] = (0.1, 1.0)
+    actor_output_scale: float = 0.01
     return_decay: float = 0.99
     return_percentiles: tuple[float, float] = (0.05, 0.95)
     ac_adam_eps: float = 1e-5

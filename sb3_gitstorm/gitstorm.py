@@ -9,8 +9,7 @@ Paper loop, per real environment step after ``learning_starts`` steps of random 
    by the world model and the actor; the states end fresh replay windows of ``imagine_context_length``
    steps (``imagine_starts="replay"``, the paper) or lie inside the update's windows (``"batch"``);
 5. one actor-critic update on the imagined trajectories.
-
-``train_freq`` / ``gradient_steps`` generalise "every step, once" as in every SB3 off-policy algorithm.
+(``train_freq`` / ``gradient_steps`` generalise "every step, once" as in every SB3 off-policy algorithm.)
 
 References: Meo, Lica, Ikram et al., "Masked Generative Priors Improve World Models Sequence
 Modelling Capabilities" (arXiv 2410.07836); Zhang et al., "STORM: Efficient Stochastic Transformer
@@ -79,19 +78,15 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         An update whose loss or gradient is not finite is skipped and counted (``train/skipped_*``,
         :class:`~sb3_gitstorm.guards.DivergenceGuard`); after this many in a row, a ``RuntimeError``.
     replay_buffer_kwargs : dict, optional
-        Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`. ``on_device``
-        defaults to True on CUDA (the replay lives on the GPU: no host-to-device copy per batch;
-        ~1.2 GB for 100k 64x64x3 frames) and False elsewhere.
+        Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`; ``on_device`` (the
+        replay on the GPU, ~1.2 GB for 100k 64x64x3 frames) defaults to True on CUDA, else False.
     mixed_precision : bool, optional
-        Forward passes of the updates and of imagination under bfloat16 ``torch.autocast``;
-        parameters, optimiser states, losses and sampling stay float32. None (default): on for CUDA
-        devices with bf16 support, off elsewhere (on CPU it rarely pays). On CUDA, GITSTORM also
-        lets float32 matrix products use TF32 (``torch.set_float32_matmul_precision("high")``).
+        bfloat16 autocast of the forward passes (updates and imagination; parameters, losses and sampling
+        stay float32). None: on for CUDA GPUs with bf16, else off. On CUDA, matmuls may use TF32.
     log_video_interval : int
         Updates between TensorBoard images of real frames and their open-loop dream (0: never).
     policy_kwargs : dict, optional
-        ``size`` (``"tiny"``, ``"small"``, ``"base"`` = paper) and overrides of any
-        :class:`~sb3_gitstorm.config.ModelConfig` field.
+        ``size`` (``"tiny"``, ``"small"``, ``"base"`` = paper) and :class:`~sb3_gitstorm.config.ModelConfig` overrides.
     stats_window_size, tensorboard_log, verbose, seed, device
         As in SB3 (``device="auto"`` uses CUDA when available).
     """
@@ -167,25 +162,16 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
             support_multi_env=True,
             supported_action_spaces=(spaces.Discrete, spaces.Box),
         )
-        self.actor_learning_rate = actor_learning_rate
-        self.critic_learning_rate = critic_learning_rate
+        self.actor_learning_rate, self.critic_learning_rate = actor_learning_rate, critic_learning_rate
         self.batch_length = batch_length
-        self.imagine_batch_size = imagine_batch_size
-        self.imagine_context_length = imagine_context_length
-        self.imagine_horizon = imagine_horizon
-        self.imagine_starts = imagine_starts
-        self.gae_lambda = gae_lambda
-        self.ent_coef = ent_coef
-        self.prior = prior
-        self.draft_steps = draft_steps
-        self.revise_steps = revise_steps
-        self.revise_rounds = revise_rounds
-        self.world_model_max_grad_norm = world_model_max_grad_norm
-        self.actor_critic_max_grad_norm = actor_critic_max_grad_norm
+        self.imagine_batch_size, self.imagine_context_length = imagine_batch_size, imagine_context_length
+        self.imagine_horizon, self.imagine_starts = imagine_horizon, imagine_starts
+        self.gae_lambda, self.ent_coef = gae_lambda, ent_coef
+        self.prior, self.draft_steps, self.revise_steps, self.revise_rounds = prior, draft_steps, revise_steps, revise_rounds
+        self.world_model_max_grad_norm, self.actor_critic_max_grad_norm = world_model_max_grad_norm, actor_critic_max_grad_norm
         self.max_nonfinite_skips = max_nonfinite_skips
         self._divergence_guard = DivergenceGuard()  # saved with the model: the counts go on after a resume
-        self.log_video_interval = log_video_interval
-        self.mixed_precision = mixed_precision
+        self.log_video_interval, self.mixed_precision = log_video_interval, mixed_precision
         # Recurrent acting context of the training environments (see GITSTORMPolicy.predict).
         self._policy_state: tuple[np.ndarray, ...] | None = None
         if _init_setup_model:
@@ -217,37 +203,23 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
             revise_rounds=self.revise_rounds,
             **self.policy_kwargs,
         ).to(self.device)
-        self._check_hyperparameters()
+        config = self.policy.config
+        check_replay_sizes(self.buffer_size, self.n_envs, self.learning_starts, self.batch_size, self.batch_length)
+        config.check_sequence_length("batch_length", self.batch_length)
+        imagination = (self.imagine_batch_size, self.imagine_context_length, self.imagine_horizon)
+        check_imagination_lengths(config, *imagination, self.batch_length, self.imagine_starts)
         cuda = self.device.type == "cuda"
         if cuda:  # what a GPU user expects (PyTorch's advice for Ampere and later); a global torch setting
             th.set_float32_matmul_precision("high")
-        if self.replay_buffer is None:
-            self.replay_buffer = SequenceReplayBuffer(
-                self.buffer_size,
-                self.policy.model_observation_space,
-                self.action_space,
-                self.device,
-                n_envs=self.n_envs,
-                **{"on_device": cuda, **self.replay_buffer_kwargs},
-            )
+        if self.replay_buffer is None:  # it stores what the world model sees (resized images)
+            model_spaces = (self.policy.model_observation_space, self.action_space)
+            kwargs = {"on_device": cuda, **self.replay_buffer_kwargs}
+            self.replay_buffer = SequenceReplayBuffer(self.buffer_size, *model_spaces, self.device, self.n_envs, **kwargs)
         self._convert_train_freq()
         self._resume_random_streams()
 
-    def _check_hyperparameters(self) -> None:
-        check_replay_sizes(self.buffer_size, self.n_envs, self.learning_starts, self.batch_length)
-        self.policy.config.check_sequence_length("batch_length", self.batch_length)
-        check_imagination_lengths(
-            self.policy.config, self.imagine_context_length, self.imagine_horizon, self.batch_length, self.imagine_starts
-        )
-        if self.batch_size < 1 or self.imagine_batch_size < 1:
-            raise ValueError("batch_size and imagine_batch_size must be >= 1")
-
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_policy_state"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        names = ["policy", "policy.world_model_optimizer", "policy.actor_optimizer", "policy.critic_optimizer"]
-        return names, []
 
     # ------------------------------------------------------------------------ the paper's loop
     def learn(
@@ -326,8 +298,8 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
             self.logger.record(key, float(np.mean(values)))
         interval = self.log_video_interval
         if interval > 0 and self._n_updates // interval > (self._n_updates - gradient_steps) // interval:
-            horizon, context = self.imagine_horizon, self.imagine_context_length
-            log_dreams(self.logger, self.policy.world_model, self.replay_buffer, context, horizon)
+            lengths = (self.imagine_context_length, self.imagine_horizon)
+            log_dreams(self.logger, self.policy.world_model, self.replay_buffer, *lengths)
 
     def _update_learning_rates(self) -> None:
         progress = self._current_progress_remaining
@@ -339,13 +311,6 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
             update_learning_rate(optimizer, schedule(progress))
             self.logger.record(f"train/{name}", schedule(progress))
 
-    def _autocast(self) -> th.autocast:
-        """bfloat16 autocast on the model's device when ``mixed_precision`` is on, a no-op otherwise."""
-        enabled = self.mixed_precision
-        if enabled is None:
-            enabled = self.device.type == "cuda" and th.cuda.is_bf16_supported()
-        return th.autocast(self.device.type, dtype=th.bfloat16, enabled=enabled)
-
     def _train_world_model(self, batch_size: int) -> tuple[dict[str, float], SequenceSamples, th.Tensor]:
         """3. One world-model update on ``batch_size`` replay windows of ``batch_length`` steps.
 
@@ -353,7 +318,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         world_model = self.policy.world_model
         world_model.train()
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
-        with self._autocast():
+        with self.policy.autocast(self.mixed_precision):
             loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
         step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
         self._divergence_guard.step("world_model", self._n_updates, loss.terms(), [step], self.max_nonfinite_skips)
@@ -362,16 +327,14 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
     def _imagine(self, batch: SequenceSamples, tokens: th.Tensor) -> ImaginedTrajectory:
         """4. Roll the world model forward from ``imagine_batch_size`` real states: inside the
         world-model ``batch`` with its posterior ``tokens`` or at the end of fresh replay windows."""
-        world_model, actor, horizon = self.policy.world_model, self.policy.actor_critic.actor, self.imagine_horizon
+        world_model, actor = self.policy.world_model, self.policy.actor_critic.actor
+        horizon, n_starts = self.imagine_horizon, self.imagine_batch_size
         world_model.eval()
-        if self.imagine_starts == "batch":
-            min_history = self.imagine_context_length - 1
-            with self._autocast():
-                return imagine_from_batch(
-                    world_model, actor, tokens, batch.actions, batch.episode_starts, horizon, self.imagine_batch_size, min_history
-                )
-        context = self.replay_buffer.sample(self.imagine_batch_size, self.imagine_context_length)
-        with self._autocast():
+        with self.policy.autocast(self.mixed_precision):
+            if self.imagine_starts == "batch":
+                starts = (tokens, batch.actions, batch.episode_starts)
+                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, self.imagine_context_length - 1)
+            context = self.replay_buffer.sample(n_starts, self.imagine_context_length)
             return imagine(world_model, actor, context.observations, context.actions, context.episode_starts, horizon)
 
     def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:
@@ -379,7 +342,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         actor_critic = self.policy.actor_critic
         actor_critic.train()
         scale = actor_critic.normalizer.scale.clone()  # the loss updates it: put back if the update is skipped
-        with self._autocast():
+        with self.policy.autocast(self.mixed_precision):
             loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
         steps = [
             (loss.actor, self.policy.actor_optimizer, actor_critic.actor, self.actor_critic_max_grad_norm),

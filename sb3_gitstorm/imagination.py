@@ -139,10 +139,14 @@ def _acting(actor: Actor) -> DreamPolicy:
 IMAGINE_STARTS = ("replay", "batch")
 
 
-def check_imagination_lengths(config: ModelConfig, context_length: int, horizon: int, batch_length: int, starts: str) -> None:
-    """Raise a ValueError if imagination does not fit the transformer (or, with ``"batch"`` starts, the
-    world-model windows), and warn if it reaches sequence positions that windows of ``batch_length``
-    steps never train."""
+def check_imagination_lengths(
+    config: ModelConfig, batch_size: int, context_length: int, horizon: int, batch_length: int, starts: str
+) -> None:
+    """Raise a ValueError if imagination has no start (``batch_size``) or does not fit the transformer
+    (or, with ``"batch"`` starts, the world-model windows), and warn if it reaches sequence positions
+    that windows of ``batch_length`` steps never train."""
+    if batch_size < 1:
+        raise ValueError(f"imagine_batch_size must be >= 1, got {batch_size}")
     if starts not in IMAGINE_STARTS:
         raise ValueError(f"imagine_starts must be one of {IMAGINE_STARTS}, got {starts!r}")
     if context_length < 1:

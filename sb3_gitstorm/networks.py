@@ -77,11 +77,13 @@ def mlp(in_dim: int, out_dim: int, hidden: int, layers: int, latent_shape: tuple
     return nn.Sequential(*modules)
 
 
-def zero_init_output(net: nn.Sequential) -> nn.Sequential:
-    """Zero the last Linear layer so a head starts by predicting a uniform distribution / zero."""
+def scale_output_init(net: nn.Sequential, scale: float) -> nn.Sequential:
+    """Scale the last Linear layer's initial weights by ``scale`` and zero its bias: 0 makes a head start
+    by predicting a uniform distribution / zero, a small scale a near-uniform one (DreamerV3's ``outscale``)."""
     last = net[-1]
     assert isinstance(last, nn.Linear)
-    nn.init.zeros_(last.weight)
+    with th.no_grad():
+        last.weight.mul_(scale)
     if last.bias is not None:
         nn.init.zeros_(last.bias)
     return net

@@ -163,6 +163,12 @@ class GITSTORMPolicy(BasePolicy):
         data.pop("normalize_images", None)
         return data
 
+    def autocast(self, mixed_precision: bool | None) -> th.autocast:
+        """bfloat16 autocast on the policy's device if ``mixed_precision`` (None: on CUDA with bf16), else a no-op."""
+        if mixed_precision is None:
+            mixed_precision = self.device.type == "cuda" and th.cuda.is_bf16_supported()
+        return th.autocast(self.device.type, dtype=th.bfloat16, enabled=mixed_precision)
+
     # ------------------------------------------------------------------------------ acting
     def model_observation(self, obs: th.Tensor) -> th.Tensor:
         """Environment observations ``(N, *obs_shape)`` to what the world model takes (resized images)."""

@@ -227,6 +227,11 @@ class ResumableOffPolicyAlgorithm(OffPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_step_start"]
 
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        """The policy and each optimiser it holds (their states resume the run)."""
+        optimizers = [f"policy.{name}" for name, value in vars(self.policy).items() if isinstance(value, th.optim.Optimizer)]
+        return ["policy", *optimizers], []
+
     def save(
         self,
         path: str | pathlib.Path | io.BufferedIOBase,

@@ -39,7 +39,7 @@ from sb3_gitstorm.distributions import (
     symlog,
     unimix_log_probs,
 )
-from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, zero_init_output
+from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, scale_output_init
 from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, make_prior
 from sb3_gitstorm.transformer import CausalTransformer, KVCache, WindowPrefix, autocast_dtype, segment_positions
 
@@ -105,7 +105,7 @@ class ImaginedTrajectory(Latents):
     Attributes
     ----------
     actions : th.Tensor
-        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or pre-tanh vectors ``(B, H, A)``
+        Raw actions taken at ``s_0 .. s_{H-1}``: indices ``(B, H)`` or unclipped vectors ``(B, H, A)``
         (the given actions themselves in open-loop prediction).
     rewards, continues : th.Tensor
         ``(B, H)``: predicted reward and probability that the episode continues after each action.
@@ -228,7 +228,9 @@ class WorldModel(nn.Module):
             max_length=config.max_length,
             latent_shape=config.latent_shape,
         )
-        self.reward_head = zero_init_output(mlp(config.hidden_dim, config.reward_bins, config.head_hidden, config.head_layers))
+        self.reward_head = scale_output_init(
+            mlp(config.hidden_dim, config.reward_bins, config.head_hidden, config.head_layers), 0.0
+        )
         self.termination_head = mlp(config.hidden_dim, 1, config.head_hidden, config.head_layers)
         self.prior = make_prior(prior, config, decode)
         self.twohot = SymlogTwoHot(config.reward_bins, *config.twohot_range)

@@ -86,11 +86,27 @@ def test_continuous_actor_is_bounded_and_discrete_actor_valid() -> None:
     action = box.squash(raw)
     assert action.shape == (1000, 3) and float(action.abs().max()) <= 1.0
     assert box.distribution(th.randn(4, 12)).entropy().shape == (4,)
+    # The deterministic action is the bounded mean, inside [-1, 1] without clipping.
+    mean = box.act(th.randn(1000, 12) * 100, deterministic=True)
+    assert th.equal(box.squash(mean), mean)
     disc = ActorCritic(config(ac_layers=1), spaces.Discrete(4)).actor
     a = disc.act(th.randn(1000, 12))
     assert a.shape == (1000,) and int(a.min()) >= 0 and int(a.max()) <= 3
     feats = th.randn(7, 12)
     assert th.equal(disc.act(feats, deterministic=True), disc.distribution(feats).probs.argmax(-1))
+
+
+@th.no_grad()
+def test_untrained_actor_starts_near_uniform_and_near_zero() -> None:
+    """The output layer starts at 1% of its usual scale (DreamerV3): the untrained policy barely
+    depends on its input, a near-uniform categorical and a Gaussian centred near 0."""
+    features = th.randn(256, 12) * 3
+    box = ActorCritic(config(), spaces.Box(-1.0, 1.0, (3,), np.float32)).actor
+    assert float(box.act(features, deterministic=True).abs().max()) < 0.1
+    full = ActorCritic(config(actor_output_scale=1.0), spaces.Box(-1.0, 1.0, (3,), np.float32)).actor
+    assert float(full.act(features, deterministic=True).abs().max()) > 0.1
+    probs = ActorCritic(config(), spaces.Discrete(4)).actor.distribution(features).probs
+    assert float((probs - 0.25).abs().max()) < 0.02
 
 
 def test_target_critic_follows_slowly() -> None:

@@ -140,6 +140,9 @@ def test_hyperparameters_that_do_not_fit_the_buffer(fast_kwargs: dict) -> None:
         GITSTORM("MlpPolicy", "CartPole-v1", **{**fast_kwargs, "batch_length": 65})
     with pytest.raises(ValueError, match="log_video_interval"):
         GITSTORM("MlpPolicy", "CartPole-v1", log_video_interval=-1, **fast_kwargs)
+    for name in ("batch_size", "imagine_batch_size"):
+        with pytest.raises(ValueError, match=rf"^{name} must be >= 1, got 0$"):
+            GITSTORM("MlpPolicy", "CartPole-v1", **{**fast_kwargs, name: 0})
 
 
 def test_vecnormalize_rejected_on_load(tmp_path, fast_kwargs: dict) -> None:

@@ -206,8 +206,8 @@ def test_gpu_defaults_stay_off_on_cpu(fast_kwargs: dict) -> None:
     """bf16 autocast and the on-device replay default to on for CUDA only: a CPU model keeps float32 and the host replay."""
     model = GITSTORM("MlpPolicy", "CartPole-v1", device="cpu", **fast_kwargs)
     assert model.mixed_precision is None and not model.replay_buffer.on_device
-    with model._autocast():
+    with model.policy.autocast(model.mixed_precision):
         assert not th.is_autocast_enabled("cpu")
     model = GITSTORM("MlpPolicy", "CartPole-v1", device="cpu", mixed_precision=True, **fast_kwargs)
-    with model._autocast():
+    with model.policy.autocast(model.mixed_precision):
         assert th.is_autocast_enabled("cpu") and th.get_autocast_dtype("cpu") == th.bfloat16

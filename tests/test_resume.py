@@ -34,8 +34,9 @@ def adam_steps(optimizer: th.optim.Optimizer) -> float:
 
 
 def test_resume_keeps_replay_optimisers_and_return_scale(tmp_path, fast_kwargs: dict) -> None:
-    model = GITSTORM("CnnPolicy", DotEnv(size=(48, 80)), seed=0, **fast_kwargs)  # images resized in the buffer
+    model = GITSTORM("CnnPolicy", DotEnv(size=(48, 80)), seed=1, **fast_kwargs)  # images resized in the buffer
     model.learn(64)
+    assert not (model.replay_buffer.terminated[63, 0] or model.replay_buffer.truncated[63, 0])  # ends mid-episode
     model.save(tmp_path / "agent")
     model.save_replay_buffer(tmp_path / "buffer")
 

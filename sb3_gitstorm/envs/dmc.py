@@ -1,10 +1,10 @@
 """DeepMind Control Suite tasks as gymnasium environments: 64x64 pixels or proprioceptive vectors.
 
 ``make_dmc("walker-walk")`` loads the dm_control suite task, wraps it with shimmy's compatibility
-env, repeats every action twice (summing rewards), rescales actions to [-1, 1] and observes either
+env, repeats every action twice (summing rewards; ``action_repeat`` changes it), rescales actions to [-1, 1] and observes either
 the 64x64 RGB image of the task camera (CnnPolicy) or the flattened float32 proprioceptive
 observations (``pixels=False``, MlpPolicy). Episodes last 1000 simulator steps, i.e. 500 agent
-steps, and end with ``truncated=True``.
+steps with the default repeat, and end with ``truncated=True``.
 
 Rendering is headless: unless ``MUJOCO_GL`` is set, EGL is used when it can render, else OSMesa.
 The choice must be made before MuJoCo is imported, so import dm_control / mujoco only after
@@ -111,6 +111,7 @@ def make_dmc(
     camera_id: int | None = None,
     fast_render: bool = False,
     render_mode: str | None = None,
+    action_repeat: int = ACTION_REPEAT,
 ) -> gym.Env:
     """One DMC task (no ``Monitor``): the gymnasium entry point.
 
@@ -127,14 +128,19 @@ def make_dmc(
         so off by default).
     render_mode : str, optional
         None or ``"rgb_array"``; ``render()`` always returns the 64x64 camera image.
+    action_repeat : int
+        Simulator steps per agent step, rewards summed: 2 in DreamerV3 and the GIT-STORM paper; PlaNet's
+        benchmark (and DrQ, CURL) use 8 for cartpole, 4 for most other tasks.
 
     Returns
     -------
     gym.Env
-        Actions ``Box(-1, 1)``; each agent step is ``2`` simulator steps.
+        Actions ``Box(-1, 1)``; each agent step is ``action_repeat`` simulator steps.
     """
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"DMC environments render off-screen only (render_mode None or 'rgb_array'), got {render_mode!r}")
+    if action_repeat < 1:
+        raise ValueError(f"action_repeat must be a positive number of simulator steps, got {action_repeat}")
     domain, _, task_name = task.partition("-")
     setup_headless_rendering()
     from dm_control import suite  # after the backend choice
@@ -152,7 +158,7 @@ def make_dmc(
         dm_env.physics.model.vis.quality.offsamples = 0  # no multisampling; read when the GL context is made
         render_kwargs["render_flag_overrides"] = {"shadow": False}
     env: gym.Env = DmControlCompatibilityV0(dm_env, render_mode="rgb_array", render_kwargs=render_kwargs)
-    env = RepeatAction(env, ACTION_REPEAT)
+    env = RepeatAction(env, action_repeat)
     assert isinstance(env.action_space, spaces.Box)  # DMC actions are bounded Boxes
     low, high = env.action_space.low, env.action_space.high
     # Float32 actions in [-1, 1], as SB3 expects, mapped onto the task's float64 bounds.
@@ -175,6 +181,7 @@ def make_dmc_env(
     pixels: bool = True,
     camera_id: int | None = None,
     fast_render: bool = False,
+    action_repeat: int = ACTION_REPEAT,
     monitor_dir: str | None = None,
     vec_env_cls: type[DummyVecEnv | SubprocVecEnv] | None = None,
     vec_env_kwargs: dict[str, Any] | None = None,
@@ -190,7 +197,7 @@ def make_dmc_env(
         Number of environments (the paper's DMC runs use 16).
     seed : int, optional
         Seed of the first environment (the others get ``seed + rank``).
-    pixels, camera_id, fast_render
+    pixels, camera_id, fast_render, action_repeat
         See :func:`make_dmc`.
     monitor_dir : str, optional
         Where ``Monitor`` writes its CSV files.
@@ -209,7 +216,7 @@ def make_dmc_env(
         n_envs=n_envs,
         seed=seed,
         monitor_dir=monitor_dir,
-        env_kwargs=dict(task=task, pixels=pixels, camera_id=camera_id, fast_render=fast_render),
+        env_kwargs=dict(task=task, pixels=pixels, camera_id=camera_id, fast_render=fast_render, action_repeat=action_repeat),
         vec_env_cls=vec_env_cls,
         vec_env_kwargs=vec_env_kwargs,
     )

@@ -80,6 +80,28 @@ def test_dmc(pixels: bool) -> None:
         assert (steps, terminated, truncated) == (500, False, True)
 
 
+def test_dmc_action_repeat() -> None:
+    """Each agent step is ``action_repeat`` simulator steps with their rewards summed: 8 make the same
+    1000-step episode 125 agent steps, with the return of 8 single steps."""
+    single, repeated = (
+        make_dmc("cartpole-balance", pixels=False, action_repeat=1),
+        make_dmc("cartpole-balance", pixels=False, action_repeat=8),
+    )
+    single.reset(seed=0)
+    repeated.reset(seed=0)
+    action = np.array([0.3], np.float32)
+    rewards = [single.step(action)[1] for _ in range(8)]
+    reward = repeated.step(action)[1]
+    assert reward == pytest.approx(sum(rewards))
+    steps, truncated = 1, False
+    while not truncated:
+        truncated = repeated.step(action)[3]
+        steps += 1
+    assert steps == 125
+    with pytest.raises(ValueError, match="action_repeat must be a positive number"):
+        make_dmc("cartpole-balance", action_repeat=0)
+
+
 def test_dmc_fast_render_changes_the_images() -> None:
     images = [make_dmc("cartpole-balance", fast_render=fast).reset(seed=0)[0] for fast in (False, True)]
     assert images[0].shape == images[1].shape == (64, 64, 3)

@@ -67,6 +67,27 @@ def test_config_defaults_and_overrides() -> None:
     assert config.run_spec(cartpole, "ppo", 0).name == "CartPole-v1/ppo/seed0"
 
 
+def test_command_line_settings_override_every_environment(tmp_path: Path) -> None:
+    raw = {
+        "algorithms": ["gitstorm", "ppo"],
+        "seeds": 1,
+        "budget": 100,
+        "eval": {"interval": 50, "episodes": 1},
+        "hyperparams": {"gitstorm": {"imagine_starts": "replay"}},
+        "envs": {"CartPole-v1": {}, "Pendulum-v1": {"hyperparams": {"gitstorm": {"imagine_starts": "replay", "gamma": 0.9}}}},
+    }
+    path = write_config(tmp_path / "starts.yml", raw)
+    config = load_config(path, ["gitstorm.imagine_starts=batch", "gitstorm.imagine_batch_size=64"])
+    cartpole, pendulum = (config.run_spec(env, "gitstorm", 0).hyperparams for env in config.envs)
+    assert cartpole == {"imagine_starts": "batch", "imagine_batch_size": 64}
+    assert pendulum == {"imagine_starts": "batch", "imagine_batch_size": 64, "gamma": 0.9}
+    assert config.run_spec(config.envs[0], "ppo", 0).hyperparams == {}
+    with pytest.raises(ValueError, match=r"--set takes algo\.key=value"):
+        load_config(path, ["gitstorm.imagine_starts"])
+    with pytest.raises(ValueError, match="'sac' is not one of this configuration's algorithms"):
+        load_config(path, ["sac.tau=0.01"])
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -60,7 +60,7 @@ def test_hyperparameter_files_cover_the_paper_environments() -> None:
     assert set(files["gitstorm"]) == atari | continuous | {"CartPole-v1"} | pixel_toys
     assert set(files["ppo"]) == set(files["gitstorm"])
     assert set(files["sac"]) == continuous
-    assert set(files["dqn"]) == pixel_toys | {"gitstorm/atari-Boxing-v0"}  # and cpu-atari.yml's game
+    assert set(files["dqn"]) == pixel_toys
     assert all(files["gitstorm"][env_id]["n_timesteps"] == 100_000 for env_id in atari)
     for algo, hyperparams in files.items():
         arguments = set(inspect.signature(ALGOS[algo]).parameters)

@@ -1,4 +1,4 @@
-"""``python benchmarks/compare.py --config <yaml> --out <dir> [--workers N] [--ray-address auto|<address>|local]``."""
+"""``python benchmarks/compare.py --config <yaml> --out <dir> [--set algo.key=value ...] [--workers N] [--ray-address ...]``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML configuration (see benchmarks/configs/)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ALGO.KEY=VALUE",
+        help="override one hyperparameter of one algorithm on every environment (VALUE is YAML), "
+        "e.g. --set gitstorm.imagine_starts=batch; repeatable",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=len(os.sched_getaffinity(0)),
@@ -41,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:  # configuration errors, and finished runs in --out made with other settings
-        config = load_config(args.config)
+        config = load_config(args.config, args.set)
         runs, skipped = plan(config)
         sweep = Sweep(config, runs, args.out, console)
     except ValueError as error:

@@ -24,13 +24,14 @@ A configuration is a YAML file (see ``benchmarks/configs/``)::
 Hyperparameters start from the file ``python -m sb3_gitstorm.zoo.train`` would use
 (:func:`sb3_gitstorm.zoo.default_conf_file`, else rl_zoo3's own), then the algorithm's own
 settings (``gitstorm-mlp`` is ``gitstorm`` with ``prior: mlp``), then ``hyperparams``, then the
-environment's ``hyperparams``; each level replaces whole keys. The zoo file's ``n_timesteps`` is
-replaced by the budget.
+environment's ``hyperparams``, then the command line's ``--set algo.key=value``; each level replaces
+whole keys. The zoo file's ``n_timesteps`` is replaced by the budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -238,9 +239,34 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
     return config
 
 
-def load_config(path: str | Path) -> BenchmarkConfig:
-    """Read and validate a YAML configuration file (see the module docstring)."""
-    return parse_config(yaml.safe_load(Path(path).read_text()))
+def load_config(path: str | Path, settings: Sequence[str] = ()) -> BenchmarkConfig:
+    """Read and validate a YAML configuration file (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    settings : sequence of str
+        ``"algo.key=value"`` overrides of every environment's hyperparameters (``value`` is read as YAML,
+        e.g. ``"gitstorm.imagine_starts=batch"``, ``"ppo.n_steps=256"``): the same preset, one setting changed.
+    """
+    config = parse_config(yaml.safe_load(Path(path).read_text()))
+    for setting in settings:
+        name, equals, value = setting.partition("=")
+        algo, dot, key = name.partition(".")
+        if not (equals and dot and key):
+            raise ValueError(f"--set takes algo.key=value (e.g. gitstorm.imagine_starts=batch), got {setting!r}")
+        if algo not in config.algorithms:
+            raise ValueError(f"--set {setting}: {algo!r} is not one of this configuration's algorithms {list(config.algorithms)}")
+        override = {key: yaml.safe_load(value)}
+        config = dataclasses.replace(
+            config,
+            envs=tuple(
+                dataclasses.replace(env, hyperparams={**env.hyperparams, algo: {**env.hyperparams.get(algo, {}), **override}})
+                for env in config.envs
+            ),
+        )
+    return config
 
 
 def action_space(env: EnvSettings) -> spaces.Space:

@@ -5,7 +5,9 @@
 - Critic: symlog two-hot over 255 bins, with a slow EMA copy that regularises it.
 - Returns: lambda-returns bootstrapped from ``V(s_{t+1})``, continuation from the termination head.
 - Advantages: divided by ``max(1, S)``, ``S`` an EMA of the 95th - 5th percentile of the returns.
-- Actor loss: REINFORCE with the normalised advantage minus an entropy bonus.
+- Actor loss (``actor_gradient``): REINFORCE with the normalised advantage, or, for Box actions,
+  dynamics backpropagation of the normalised lambda-returns through the world model (DreamerV1/V2);
+  minus an entropy bonus either way.
 """
 
 from __future__ import annotations
@@ -79,13 +81,16 @@ class Actor(nn.Module):
         std = (self.max_std - self.min_std) * th.sigmoid(std + 2.0) + self.min_std
         return Independent(Normal(th.tanh(mean), std, validate_args=False), 1, validate_args=False)
 
-    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
-        """Raw actions for features ``(..., F)``: indices ``(...)`` or unclipped vectors ``(..., A)``."""
+    def act(self, features: th.Tensor, deterministic: bool = False, reparameterize: bool = False) -> th.Tensor:
+        """Raw actions for features ``(..., F)``: indices ``(...)`` or unclipped vectors ``(..., A)``
+        (with ``reparameterize``, differentiable samples ``mean + std * noise``)."""
         if self.discrete:
             logits = self.net(features)
             return logits.argmax(-1) if deterministic else sample_unimix(logits, self.unimix)
         dist = self.distribution(features)
-        return dist.mean if deterministic else dist.sample()
+        if deterministic:
+            return dist.mean
+        return dist.rsample() if reparameterize else dist.sample()
 
     def squash(self, raw_actions: th.Tensor) -> th.Tensor:
         """Raw actions to what the world model and the environment take: indices, or clipped to [-1, 1]."""
@@ -115,6 +120,17 @@ class Critic(nn.Module):
     def value(self, features: th.Tensor) -> th.Tensor:
         """Expected value, shape ``(...)``."""
         return self.twohot.mean(self(features))
+
+
+ACTOR_GRADIENTS = ("reinforce", "dynamics")
+
+
+def check_actor_gradient(actor_gradient: str, action_space: spaces.Space) -> None:
+    """Raise a ValueError unless ``actor_gradient`` is one of :data:`ACTOR_GRADIENTS` and fits ``action_space``."""
+    if actor_gradient not in ACTOR_GRADIENTS:
+        raise ValueError(f"actor_gradient must be one of {ACTOR_GRADIENTS}, got {actor_gradient!r}")
+    if actor_gradient == "dynamics" and isinstance(action_space, spaces.Discrete):
+        raise ValueError("actor_gradient='dynamics' needs Box actions: sampled discrete actions carry no gradient")
 
 
 def lambda_returns(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, gamma: float, lam: float) -> th.Tensor:
@@ -209,11 +225,18 @@ class ActorCritic(nn.Module):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.normalizer = ReturnNormalizer(config.return_decay, config.return_percentiles)
 
-    def loss(self, traj: ImaginedTrajectory, gamma: float, lam: float, ent_coef: float) -> ActorCriticLoss:
-        """Actor and critic losses on imagined trajectories (which carry no gradient).
+    def loss(
+        self, traj: ImaginedTrajectory, gamma: float, lam: float, ent_coef: float, dynamics: bool = False
+    ) -> ActorCriticLoss:
+        """Actor and critic losses on imagined trajectories.
 
         States after a predicted termination weigh less: each step is weighted by the probability
         that the trajectory is still alive when it is reached.
+
+        With ``dynamics`` the trajectory carries the graph from its actions (a differentiable dream) and
+        the actor maximises the normalised lambda-returns themselves, bootstrapped from the slow critic
+        (whose weights take no gradient); otherwise the trajectory carries no gradient and the actor
+        follows REINFORCE. The critic learns on detached features either way.
         """
         features = traj.features.detach()
         logits = self.critic(features)
@@ -228,7 +251,12 @@ class ActorCritic(nn.Module):
 
         dist = self.actor.distribution(features[:, :-1])
         entropy = dist.entropy()
-        actor = -(alive * (advantages * dist.log_prob(traj.actions) + ent_coef * entropy)).mean()
+        if dynamics:
+            slow = self.target_critic.value(traj.features)
+            objective = lambda_returns(traj.rewards, traj.continues, slow, gamma, lam) / scale
+        else:
+            objective = advantages * dist.log_prob(traj.actions)
+        actor = -(alive * (objective + ent_coef * entropy)).mean()
 
         log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
         critic_nll = twohot.loss(logits, returns, log_probs) + twohot.loss(logits, slow_values, log_probs)

@@ -30,6 +30,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 
+from sb3_gitstorm.actor_critic import check_actor_gradient
 from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples, check_finite, check_replay_sizes
 from sb3_gitstorm.dreams import log_dreams
 from sb3_gitstorm.guards import DivergenceGuard
@@ -68,6 +69,9 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
     gamma, gae_lambda, ent_coef, tau : float
         Discount (0.985), lambda of the lambda-returns (0.95), entropy bonus of the actor (3e-4) and
         Polyak coefficient of the slow critic (0.02, i.e. EMA decay 0.98).
+    actor_gradient : str
+        ``"reinforce"`` (the paper) or ``"dynamics"``: back-propagate the imagined returns through the
+        world model (DreamerV1/V2; Box actions only).
     prior : str
         ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
     draft_steps, revise_steps, revise_rounds : int
@@ -115,6 +119,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         gae_lambda: float = 0.95,
         ent_coef: float = 3e-4,
         tau: float = 0.02,
+        actor_gradient: str = "reinforce",
         prior: str = "maskgit",
         draft_steps: int = 1,
         revise_steps: int = 1,
@@ -166,7 +171,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         self.batch_length = batch_length
         self.imagine_batch_size, self.imagine_context_length = imagine_batch_size, imagine_context_length
         self.imagine_horizon, self.imagine_starts = imagine_horizon, imagine_starts
-        self.gae_lambda, self.ent_coef = gae_lambda, ent_coef
+        self.gae_lambda, self.ent_coef, self.actor_gradient = gae_lambda, ent_coef, actor_gradient
         self.prior, self.draft_steps, self.revise_steps, self.revise_rounds = prior, draft_steps, revise_steps, revise_rounds
         self.world_model_max_grad_norm, self.actor_critic_max_grad_norm = world_model_max_grad_norm, actor_critic_max_grad_norm
         self.max_nonfinite_skips = max_nonfinite_skips
@@ -208,6 +213,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         config.check_sequence_length("batch_length", self.batch_length)
         imagination = (self.imagine_batch_size, self.imagine_context_length, self.imagine_horizon)
         check_imagination_lengths(config, *imagination, self.batch_length, self.imagine_starts)
+        check_actor_gradient(self.actor_gradient, self.action_space)
         cuda = self.device.type == "cuda"
         if cuda:  # what a GPU user expects (PyTorch's advice for Ampere and later); a global torch setting
             th.set_float32_matmul_precision("high")
@@ -328,14 +334,16 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         """4. Roll the world model forward from ``imagine_batch_size`` real states: inside the
         world-model ``batch`` with its posterior ``tokens`` or at the end of fresh replay windows."""
         world_model, actor = self.policy.world_model, self.policy.actor_critic.actor
-        horizon, n_starts = self.imagine_horizon, self.imagine_batch_size
+        horizon, n_starts, min_history = self.imagine_horizon, self.imagine_batch_size, self.imagine_context_length - 1
+        differentiable = self.actor_gradient == "dynamics"
         world_model.eval()
         with self.policy.autocast(self.mixed_precision):
             if self.imagine_starts == "batch":
                 starts = (tokens, batch.actions, batch.episode_starts)
-                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, self.imagine_context_length - 1)
+                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, min_history, differentiable)
             context = self.replay_buffer.sample(n_starts, self.imagine_context_length)
-            return imagine(world_model, actor, context.observations, context.actions, context.episode_starts, horizon)
+            real = (context.observations, context.actions, context.episode_starts)
+            return imagine(world_model, actor, *real, horizon, differentiable)
 
     def _train_actor_critic(self, trajectory: ImaginedTrajectory) -> dict[str, float]:
         """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""
@@ -343,7 +351,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         actor_critic.train()
         scale = actor_critic.normalizer.scale.clone()  # the loss updates it: put back if the update is skipped
         with self.policy.autocast(self.mixed_precision):
-            loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef)
+            loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef, self.actor_gradient == "dynamics")
         steps = [
             (loss.actor, self.policy.actor_optimizer, actor_critic.actor, self.actor_critic_max_grad_norm),
             (loss.critic, self.policy.critic_optimizer, actor_critic.critic, self.actor_critic_max_grad_norm),

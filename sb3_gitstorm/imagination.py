@@ -18,6 +18,12 @@ From a batch of real context windows ``o_1 .. o_T`` with actions ``a_1 .. a_T`` 
    next latent from the prior (:meth:`~sb3_gitstorm.world_model.WorldModel.dream`); reward and
    continuation are predicted from every ``h`` at the end.
 
+With ``differentiable=True`` (dynamics backpropagation, ``actor_gradient="dynamics"``) the dream keeps
+the graph from each Box action, sampled with the reparameterisation trick, through ``h`` and the
+cached keys and values to the later rewards, continuations and states; the world model's weights are
+frozen meanwhile, so only the actor and the features receive gradients. The latents ``z`` stay
+discrete samples without gradient.
+
 Every quantity respects episode boundaries inside the context window: if ``o_T`` starts an
 episode, ``h_{T-1}`` is zero (as when acting in the real environment) and no imagined token
 attends to the previous episode.
@@ -25,7 +31,9 @@ attends to the previous episode.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch as th
 
@@ -34,7 +42,6 @@ from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.world_model import DreamPolicy, ImaginedTrajectory, ModelState, WorldModel
 
 
-@th.no_grad()
 def imagine(
     world_model: WorldModel,
     actor: Actor,
@@ -42,6 +49,7 @@ def imagine(
     actions: th.Tensor,
     episode_starts: th.Tensor,
     horizon: int,
+    differentiable: bool = False,
 ) -> ImaginedTrajectory:
     """Roll the world model and the actor forward ``horizon`` steps from real context windows.
 
@@ -60,16 +68,18 @@ def imagine(
         Bool ``(B, T)``.
     horizon : int
         Imagined steps ``H``.
+    differentiable : bool
+        Keep the rollout's graph from the actions on (dynamics backpropagation; Box actions only).
 
     Returns
     -------
     ImaginedTrajectory
     """
-    start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], episode_starts, horizon)
-    return world_model.dream(start, horizon, _acting(actor))
+    with th.no_grad():
+        start = world_model.observe(world_model.sample_tokens(obs), actions[:, :-1], episode_starts, horizon)
+    return _dream(world_model, actor, start, horizon, differentiable)
 
 
-@th.no_grad()
 def imagine_from_batch(
     world_model: WorldModel,
     actor: Actor,
@@ -79,6 +89,7 @@ def imagine_from_batch(
     horizon: int,
     num_starts: int,
     min_history: int,
+    differentiable: bool = False,
 ) -> ImaginedTrajectory:
     """Roll the world model and the actor forward from states inside the world-model batch's windows.
 
@@ -105,15 +116,18 @@ def imagine_from_batch(
         Rollouts wanted; ``W * ceil(num_starts / W)`` are made.
     min_history : int
         Fewest real steps before a start (``imagine_context_length - 1``).
+    differentiable : bool
+        As in :func:`imagine`.
 
     Returns
     -------
     ImaginedTrajectory
     """
     windows, length = episode_starts.shape
-    starts = sample_starts(windows, length, -(-num_starts // windows), horizon, min_history, tokens.device)
-    start = world_model.observe_windows(tokens, actions, episode_starts, starts, horizon)
-    return world_model.dream(start, horizon, _acting(actor))
+    with th.no_grad():
+        starts = sample_starts(windows, length, -(-num_starts // windows), horizon, min_history, tokens.device)
+        start = world_model.observe_windows(tokens, actions, episode_starts, starts, horizon)
+    return _dream(world_model, actor, start, horizon, differentiable)
 
 
 def sample_starts(windows: int, length: int, per_window: int, horizon: int, min_history: int, device: th.device) -> th.Tensor:
@@ -126,11 +140,35 @@ def sample_starts(windows: int, length: int, per_window: int, horizon: int, min_
     return order[:, :per_window] + min_history
 
 
-def _acting(actor: Actor) -> DreamPolicy:
+def _dream(world_model: WorldModel, actor: Actor, start: ModelState, horizon: int, differentiable: bool) -> ImaginedTrajectory:
+    """The actor's dream from ``start``: without a graph, or with one that reaches only the actor."""
+    if not differentiable:
+        with th.no_grad():
+            return world_model.dream(start, horizon, _acting(actor, reparameterize=False))
+    if actor.discrete:
+        raise ValueError("a differentiable rollout needs Box actions: discrete samples carry no gradient")
+    with _frozen(world_model), th.enable_grad():
+        return world_model.dream(start, horizon, _acting(actor, reparameterize=True))
+
+
+@contextlib.contextmanager
+def _frozen(module: th.nn.Module) -> Iterator[None]:
+    """Turn off the gradients of ``module``'s trainable weights for the duration, then back on."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _acting(actor: Actor, reparameterize: bool) -> DreamPolicy:
     """The actor as a dream policy: a sampled raw action and the squashed one the world model takes."""
 
     def act(state: ModelState) -> tuple[th.Tensor, th.Tensor]:
-        raw = actor.act(state.features)
+        raw = actor.act(state.features, reparameterize=reparameterize)
         return raw, actor.squash(raw)
 
     return act

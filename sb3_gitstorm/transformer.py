@@ -15,6 +15,7 @@ that start inside the world-model batch's windows share each window's keys and v
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch as th
 import torch.nn.functional as F
@@ -42,14 +43,14 @@ class WindowPrefix:
 
     Attributes
     ----------
-    keys, values : th.Tensor
-        ``(layers, W, heads, L, head_dim)``.
+    keys, values : sequence of th.Tensor
+        One ``(W, heads, L, head_dim)`` tensor per layer.
     mask : th.Tensor
         Bool ``(W, 1, S, L)``, True = attend.
     """
 
-    keys: th.Tensor
-    values: th.Tensor
+    keys: Sequence[th.Tensor]
+    values: Sequence[th.Tensor]
     mask: th.Tensor
 
     @property
@@ -82,26 +83,32 @@ class KVCache:
         dtype: th.dtype = th.float32,
         prefix: WindowPrefix | None = None,
     ) -> None:
-        shape = (num_layers, batch_size, num_heads, capacity, head_dim)
+        shape = (batch_size, num_heads, capacity, head_dim)
         # Uninitialised: only the first ``length`` positions are ever read, and they are written first.
-        self.keys = th.empty(shape, device=device, dtype=dtype)
-        self.values = th.empty(shape, device=device, dtype=dtype)
+        self.keys = [th.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.values = [th.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.segments = th.zeros(batch_size, capacity, device=device, dtype=th.long)
         self.length = 0
         self.prefix = prefix
 
     @property
     def capacity(self) -> int:
-        return self.keys.shape[3]
+        return self.keys[0].shape[2]
 
     def store(self, layer: int, keys: th.Tensor, values: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Write the new tokens' keys/values ``(B, H, T, D)`` and return all of them so far."""
-        end = self.length + keys.shape[2]
-        self.keys[layer, :, :, self.length : end] = keys
-        self.values[layer, :, :, self.length : end] = values
-        if self.length == 0:  # nothing earlier: attend to the new tokens themselves
+        start, end = self.length, self.length + keys.shape[2]
+        if keys.requires_grad:
+            # A differentiable rollout: earlier steps saved the cache for their backward pass, so it is
+            # rewritten out of place (one copy per step) instead of overwritten.
+            self.keys[layer] = self.keys[layer].slice_scatter(keys, 2, start, end)
+            self.values[layer] = self.values[layer].slice_scatter(values, 2, start, end)
+        else:
+            self.keys[layer][:, :, start:end] = keys
+            self.values[layer][:, :, start:end] = values
+        if start == 0:  # nothing earlier: attend to the new tokens themselves
             return keys, values
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class SelfAttention(nn.Module):

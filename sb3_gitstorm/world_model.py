@@ -405,7 +405,9 @@ class WorldModel(nn.Module):
         """
         token = self.sequence_input(state.latents, action)[:, None]
         hidden = self.transformer(token, state.segment, state.position, state.cache)[:, 0]
-        return dataclasses.replace(state, tokens=self.prior.sample(hidden), hidden=hidden, position=state.position + 1)
+        with th.no_grad():  # z is discrete: a differentiable rollout's gradients flow through h only
+            tokens = self.prior.sample(hidden)
+        return dataclasses.replace(state, tokens=tokens, hidden=hidden, position=state.position + 1)
 
     def dream(self, start: ModelState, horizon: int, policy: DreamPolicy | th.Tensor) -> ImaginedTrajectory:
         """Imagine ``horizon`` steps from ``start``.

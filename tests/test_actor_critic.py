@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch as th
 from gymnasium import spaces
 
-from sb3_gitstorm.actor_critic import ActorCritic, ReturnNormalizer, lambda_returns
+from sb3_gitstorm.actor_critic import ActorCritic, ReturnNormalizer, check_actor_gradient, lambda_returns
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.world_model import ImaginedTrajectory
 
@@ -78,6 +81,36 @@ def test_actor_critic_update_moves_towards_returns() -> None:
         assert float(loss.mean_value) > float(first.mean_value)  # rewards are positive
         loss.actor.backward()
         assert all(p.grad is not None for p in ac.actor.parameters())
+
+
+def test_dynamics_loss_reaches_the_actor_through_the_trajectory_only() -> None:
+    """With dynamics backpropagation the actor's gradient comes through the imagined rewards and states
+    (here a function of the actor's own output), not the critics' weights, which take no gradient from it."""
+    th.manual_seed(0)
+    space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    ac = ActorCritic(config(), space)
+    traj = trajectory(space)
+    mean_action = ac.actor.act(traj.features[:, :-1], deterministic=True)  # (B, H, 2)
+    traj = dataclasses.replace(traj, rewards=traj.rewards + mean_action.sum(-1))
+    loss = ac.loss(traj, 0.9, 0.95, 0.0, dynamics=True)
+    loss.actor.backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in ac.actor.parameters())
+    assert all(p.grad is None for p in [*ac.critic.parameters(), *ac.target_critic.parameters()])
+    # Rewards grow with the action: one gradient step raises the mean action.
+    th.optim.SGD(ac.actor.parameters(), lr=0.1).step()
+    with th.no_grad():
+        assert float(ac.actor.act(traj.features[:, :-1], deterministic=True).mean()) > float(mean_action.detach().mean())
+
+
+def test_actor_gradient_choice() -> None:
+    box, discrete = spaces.Box(-1.0, 1.0, (2,), np.float32), spaces.Discrete(3)
+    for space in (box, discrete):
+        check_actor_gradient("reinforce", space)
+    check_actor_gradient("dynamics", box)
+    with pytest.raises(ValueError, match="needs Box actions"):
+        check_actor_gradient("dynamics", discrete)
+    with pytest.raises(ValueError, match="actor_gradient must be one of"):
+        check_actor_gradient("backprop", box)
 
 
 def test_continuous_actor_is_bounded_and_discrete_actor_valid() -> None:

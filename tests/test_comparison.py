@@ -88,6 +88,13 @@ def test_command_line_settings_override_every_environment(tmp_path: Path) -> Non
         load_config(path, ["sac.tau=0.01"])
 
 
+def test_command_line_environments_select_a_subset() -> None:
+    config = load_config(CONFIGS / "cpu.yml", env_ids=["Pendulum-v1"])
+    assert [env.env_id for env in config.envs] == ["Pendulum-v1"]
+    with pytest.raises(ValueError, match="--env Acrobot-v1: not in this configuration"):
+        load_config(CONFIGS / "cpu.yml", env_ids=["Acrobot-v1"])
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -137,6 +137,51 @@ def test_batch_starts_equal_a_naive_recomputation(action_space: spaces.Space) ->
             th.testing.assert_close(traj.rewards[i], wm.reward(out[0, t:]), rtol=1e-4, atol=1e-5)
 
 
+def test_differentiable_dream_has_the_gradient_of_the_uncached_sequence_model() -> None:
+    """Dynamics backpropagation: through the key/value cache, the gradient of the imagined h with
+    respect to the actions is the one of running the sequence model over the whole sequence at once."""
+    th.manual_seed(0)
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    wm = WorldModel(VECTOR, space, CFG, "maskgit", False).eval()
+    obs, actions, _, episode_starts = batch(VECTOR, space, b=3, length=5)
+    tokens, horizon = wm.sample_tokens(obs), 3
+    with th.no_grad():
+        start = wm.observe(tokens, actions[:, :-1], episode_starts, horizon)
+    future = (th.rand(3, horizon, 2) * 2 - 1).requires_grad_()
+    traj = wm.dream(start, horizon, future)
+    weights = th.randn(3, horizon, CFG.hidden_dim)  # any function of the imagined h
+    (traj.hidden[:, 1:] * weights).sum().backward()
+    cached, future.grad = future.grad, None
+    seq_tokens = th.cat([tokens, traj.tokens[:, 1:horizon]], 1)
+    seq_actions = th.cat([actions[:, :-1], future], 1)
+    segments, positions = segment_positions(th.cat([episode_starts, th.zeros(3, horizon - 1, dtype=th.bool)], 1))
+    out = wm.transformer(wm.sequence_input(wm.tokens_to_latent(seq_tokens), seq_actions), segments, positions)
+    (out[:, -horizon:] * weights).sum().backward()
+    th.testing.assert_close(cached, future.grad, rtol=1e-4, atol=1e-6)
+    assert bool((cached.abs().sum(-1) > 0).all())
+
+
+@pytest.mark.parametrize("from_batch", [False, True], ids=["replay", "batch"])
+def test_differentiable_imagination_trains_only_the_actor(from_batch: bool) -> None:
+    th.manual_seed(0)
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    wm = WorldModel(VECTOR, space, CFG, "maskgit", False).eval()
+    actor = Actor(CFG.feature_dim, space, 16, 1, 0.01, CFG.actor_std_range)
+    obs, actions, _, starts = batch(VECTOR, space, b=3, length=8)
+    if from_batch:
+        traj = imagine_from_batch(wm, actor, wm.sample_tokens(obs), actions, starts, 3, 6, 2, differentiable=True)
+    else:
+        traj = imagine(wm, actor, obs, actions, starts, 3, differentiable=True)
+    (traj.continues.sum() + traj.features.sum()).backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in actor.parameters())
+    assert all(p.grad is None and p.requires_grad for p in wm.parameters())  # frozen meanwhile, then trainable again
+    with pytest.raises(ValueError, match="Box actions"):
+        discrete = spaces.Discrete(3)
+        wm = WorldModel(VECTOR, discrete, CFG, "mlp", False).eval()
+        obs, actions, _, starts = batch(VECTOR, discrete, b=3, length=8)
+        imagine(wm, Actor(CFG.feature_dim, discrete, 16, 1, 0.01, CFG.actor_std_range), obs, actions, starts, 3, True)
+
+
 def test_batch_starts_lie_inside_the_trained_positions() -> None:
     th.manual_seed(0)
     starts = sample_starts(3, 10, 7, horizon=4, min_history=2, device=th.device("cpu"))

@@ -1,4 +1,6 @@
-"""``python benchmarks/compare.py --config <yaml> --out <dir> [--set algo.key=value ...] [--workers N] [--ray-address ...]``."""
+"""``python benchmarks/compare.py --config <yaml> --out <dir> [--env ID] [--set algo.key=value] [--workers N] [--ray-address]``
+(``--env`` and ``--set`` repeatable).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML configuration (see benchmarks/configs/)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only this environment of the configuration (its id as the configuration spells it); repeatable",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:  # configuration errors, and finished runs in --out made with other settings
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, args.set, args.env)
         runs, skipped = plan(config)
         sweep = Sweep(config, runs, args.out, console)
     except ValueError as error:

@@ -239,7 +239,7 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
     return config
 
 
-def load_config(path: str | Path, settings: Sequence[str] = ()) -> BenchmarkConfig:
+def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequence[str] = ()) -> BenchmarkConfig:
     """Read and validate a YAML configuration file (see the module docstring).
 
     Parameters
@@ -249,8 +249,15 @@ def load_config(path: str | Path, settings: Sequence[str] = ()) -> BenchmarkConf
     settings : sequence of str
         ``"algo.key=value"`` overrides of every environment's hyperparameters (``value`` is read as YAML,
         e.g. ``"gitstorm.imagine_starts=batch"``, ``"ppo.n_steps=256"``): the same preset, one setting changed.
+    env_ids : sequence of str
+        Keep only these environments of the configuration (all when empty).
     """
     config = parse_config(yaml.safe_load(Path(path).read_text()))
+    known = [env.env_id for env in config.envs]
+    if unknown := [env_id for env_id in env_ids if env_id not in known]:
+        raise ValueError(f"--env {', '.join(unknown)}: not in this configuration, whose environments are {known}")
+    if env_ids:
+        config = dataclasses.replace(config, envs=tuple(env for env in config.envs if env.env_id in env_ids))
     for setting in settings:
         name, equals, value = setting.partition("=")
         algo, dot, key = name.partition(".")

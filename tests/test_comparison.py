@@ -77,10 +77,11 @@ def test_command_line_settings_override_every_environment(tmp_path: Path) -> Non
         "envs": {"CartPole-v1": {}, "Pendulum-v1": {"hyperparams": {"gitstorm": {"imagine_starts": "replay", "gamma": 0.9}}}},
     }
     path = write_config(tmp_path / "starts.yml", raw)
-    config = load_config(path, ["gitstorm.imagine_starts=batch", "gitstorm.imagine_batch_size=64"])
+    config = load_config(path, ["gitstorm.imagine_starts=batch", "gitstorm.imagine_batch_size=64", "gitstorm.learning_rate=3e-4"])
     cartpole, pendulum = (config.run_spec(env, "gitstorm", 0).hyperparams for env in config.envs)
-    assert cartpole == {"imagine_starts": "batch", "imagine_batch_size": 64}
-    assert pendulum == {"imagine_starts": "batch", "imagine_batch_size": 64, "gamma": 0.9}
+    # 3e-4 is a float, not YAML 1.1's string (which the zoo would take for a schedule)
+    assert cartpole == {"imagine_starts": "batch", "imagine_batch_size": 64, "learning_rate": 3e-4}
+    assert pendulum == {"imagine_starts": "batch", "imagine_batch_size": 64, "learning_rate": 3e-4, "gamma": 0.9}
     assert config.run_spec(config.envs[0], "ppo", 0).hyperparams == {}
     with pytest.raises(ValueError, match=r"--set takes algo\.key=value"):
         load_config(path, ["gitstorm.imagine_starts"])

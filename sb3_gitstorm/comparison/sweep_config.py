@@ -239,6 +239,17 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
     return config
 
 
+def _yaml_value(text: str) -> Any:
+    """A command-line YAML value; numbers such as ``3e-4``, which YAML 1.1 reads as strings, become floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequence[str] = ()) -> BenchmarkConfig:
     """Read and validate a YAML configuration file (see the module docstring).
 
@@ -248,7 +259,8 @@ def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequenc
         The YAML file.
     settings : sequence of str
         ``"algo.key=value"`` overrides of every environment's hyperparameters (``value`` is read as YAML,
-        e.g. ``"gitstorm.imagine_starts=batch"``, ``"ppo.n_steps=256"``): the same preset, one setting changed.
+        with ``3e-4`` a float, e.g. ``"gitstorm.imagine_starts=batch"``, ``"gitstorm.learning_rate=3e-4"``):
+        the same preset, one setting changed.
     env_ids : sequence of str
         Keep only these environments of the configuration (all when empty).
     """
@@ -265,7 +277,7 @@ def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequenc
             raise ValueError(f"--set takes algo.key=value (e.g. gitstorm.imagine_starts=batch), got {setting!r}")
         if algo not in config.algorithms:
             raise ValueError(f"--set {setting}: {algo!r} is not one of this configuration's algorithms {list(config.algorithms)}")
-        override = {key: yaml.safe_load(value)}
+        override = {key: _yaml_value(value)}
         config = dataclasses.replace(
             config,
             envs=tuple(

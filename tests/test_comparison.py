@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +294,49 @@ def test_ray_tasks_and_failed_runs(tmp_path: Path) -> None:
     assert (out / "runs/CartPole-v1/ppo/seed0.jsonl").is_file()
     assert "Unknown prior" in (out / "runs/CartPole-v1/gitstorm/seed0.error").read_text()
     assert "CartPole-v1/gitstorm/seed0 did not finish" in (out / "summary.md").read_text()
+
+
+def _process_state(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process from /proc, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    states = {int(path.name): _process_state(int(path.name)) for path in Path("/proc").iterdir() if path.name.isdigit()}
+    return [child for child, state in states.items() if state is not None and state[1] == pid]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker processes in /proc (Linux)")
+def test_sigterm_ends_the_sweep_and_its_workers(tmp_path: Path) -> None:
+    """``kill <sweep>`` ends it as Ctrl-C does: status 130, the report written, and no worker left training."""
+    raw = {
+        "algorithms": ["ppo"],
+        "seeds": 2,
+        "budget": 10_000_000,  # far more than the test waits for
+        "eval": {"interval": 1024, "episodes": 1},
+        "envs": {"CartPole-v1": {"random": 20}},
+    }
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "long.yml", raw)
+    command = ["-m", "sb3_gitstorm.comparison.compare", "--config", str(config), "--out", str(out), "--workers", "2"]
+    sweep = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(out.glob("runs/*/ppo/*.part"))) < 2:  # both runs are training
+            assert sweep.poll() is None and time.monotonic() < deadline, "the sweep did not start its two runs"
+            time.sleep(0.2)
+        workers = _children(sweep.pid)
+        assert len(workers) >= 2
+        sweep.send_signal(signal.SIGTERM)
+        assert sweep.wait(timeout=120) == 130
+    finally:
+        sweep.kill()
+    deadline = time.monotonic() + 30
+    while any(state is not None and state[0] != "Z" for state in map(_process_state, workers)):
+        assert time.monotonic() < deadline, "worker processes outlived the sweep"
+        time.sleep(0.2)
+    assert "did not finish" in (out / "summary.md").read_text()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 
@@ -16,8 +18,13 @@ from sb3_gitstorm.comparison.sweep import Sweep
 from sb3_gitstorm.comparison.sweep_config import load_config, plan
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, a scheduler's time limit) ends the sweep as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run (or resume) a sweep and write its report; returns the exit status (1: a run failed, 2: bad configuration)."""
+    """Run (or resume) a sweep and write its report; returns the exit status (1: a run failed, 2: bad
+    configuration, 130: interrupted by Ctrl-C or SIGTERM)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python benchmarks/compare.py",
@@ -66,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for skip in skipped:
         console.print(f"Skipping {skip.algo} on {skip.env_id}: {skip.reason}")
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         sweep.run(args.workers, args.ray_address)
     except KeyboardInterrupt:
         console.print("Interrupted: run the same command again to resume (unfinished runs restart from step 0).")
         return 130
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         Report(config, runs, skipped, sweep.store).write(args.out, " ".join(["python benchmarks/compare.py", *argv]))
         console.print(f"Wrote {args.out / 'summary.md'}, {args.out / 'results.json'} and {args.out / 'curves.png'}")
     return 1 if sweep.failed else 0

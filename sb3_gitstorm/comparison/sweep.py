@@ -120,6 +120,10 @@ class LocalExecutor:
         return self._pool.submit(fn, *args)
 
     def close(self) -> None:
+        # Runs still going stop with the sweep: left alone they would train on for an hour with nobody to
+        # record them (an interrupted run restarts from step 0 anyway). No public API before Python 3.14.
+        for process in list((self._pool._processes or {}).values()):
+            process.terminate()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._manager.shutdown()
 

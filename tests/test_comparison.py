@@ -87,6 +87,11 @@ def test_command_line_settings_override_every_environment(tmp_path: Path) -> Non
     assert cartpole == {"imagine_starts": "batch", "imagine_batch_size": 64, "learning_rate": 3e-4}
     assert pendulum == {"imagine_starts": "batch", "imagine_batch_size": 64, "learning_rate": 3e-4, "gamma": 0.9}
     assert config.run_spec(config.envs[0], "ppo", 0).hyperparams == {}
+    # The same reading for the file's own values.
+    assert "gamma: 0.9" in path.read_text()
+    path.write_text(path.read_text().replace("gamma: 0.9", "gamma: 9e-1"))
+    reloaded = load_config(path)
+    assert reloaded.run_spec(reloaded.envs[1], "gitstorm", 0).hyperparams == {"imagine_starts": "replay", "gamma": 0.9}
     with pytest.raises(ValueError, match=r"--set takes algo\.key=value"):
         load_config(path, ["gitstorm.imagine_starts"])
     with pytest.raises(ValueError, match="'sac' is not one of this configuration's algorithms"):

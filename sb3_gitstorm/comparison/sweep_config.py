@@ -31,6 +31,7 @@ whole keys. The zoo file's ``n_timesteps`` is replaced by the budget.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,15 +240,14 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
     return config
 
 
-def _yaml_value(text: str) -> Any:
-    """A command-line YAML value; numbers such as ``3e-4``, which YAML 1.1 reads as strings, become floats."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading exponent numbers without a dot (``3e-4``) as floats as YAML 1.2 does:
+    YAML 1.1 makes them strings, which rl_zoo3 then takes for a learning-rate schedule."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequence[str] = ()) -> BenchmarkConfig:
@@ -259,12 +259,12 @@ def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequenc
         The YAML file.
     settings : sequence of str
         ``"algo.key=value"`` overrides of every environment's hyperparameters (``value`` is read as YAML,
-        with ``3e-4`` a float, e.g. ``"gitstorm.imagine_starts=batch"``, ``"gitstorm.learning_rate=3e-4"``):
+        e.g. ``"gitstorm.imagine_starts=batch"``, ``"gitstorm.learning_rate=3e-4"``):
         the same preset, one setting changed.
     env_ids : sequence of str
         Keep only these environments of the configuration (all when empty).
     """
-    config = parse_config(yaml.safe_load(Path(path).read_text()))
+    config = parse_config(yaml.load(Path(path).read_text(), _Loader))
     known = [env.env_id for env in config.envs]
     if unknown := [env_id for env_id in env_ids if env_id not in known]:
         raise ValueError(f"--env {', '.join(unknown)}: not in this configuration, whose environments are {known}")
@@ -277,7 +277,7 @@ def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequenc
             raise ValueError(f"--set takes algo.key=value (e.g. gitstorm.imagine_starts=batch), got {setting!r}")
         if algo not in config.algorithms:
             raise ValueError(f"--set {setting}: {algo!r} is not one of this configuration's algorithms {list(config.algorithms)}")
-        override = {key: _yaml_value(value)}
+        override = {key: yaml.load(value, _Loader)}
         config = dataclasses.replace(
             config,
             envs=tuple(

@@ -267,6 +267,8 @@ class GITSTORMPolicy(BasePolicy):
                 "predict() got a tuple (obs, info): pass the observation alone. "
                 "Gym's `obs, info = env.reset()` differs from SB3's `obs = vec_env.reset()`."
             )
+        if isinstance(observation, np.ndarray):
+            observation = np.ascontiguousarray(observation)  # a flipped frame (negative strides) cannot become a tensor
         try:
             obs, vectorized = self.obs_to_tensor(observation)
         except ValueError as error:

@@ -32,6 +32,10 @@ def test_observation_shape_mismatch_at_predict(fast_kwargs: dict) -> None:
     for shape in ((32, 32, 3), (64, 64), (2, 64, 64, 4)):
         with pytest.raises(ValueError, match=r"takes observations of shape \(3, 64, 64\) or, channel-last, \(64, 64, 3\)"):
             images.predict(np.zeros(shape, np.uint8))
+    # A flipped frame (negative strides, as MuJoCo renders) is a valid observation, not a shape error.
+    frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    flipped = frame[::-1]
+    assert images.predict(flipped, deterministic=True)[0] == images.predict(flipped.copy(), deterministic=True)[0]
 
 
 def test_load_of_files_that_are_not_gitstorm_models(tmp_path, fast_kwargs: dict) -> None:

@@ -71,6 +71,8 @@ def test_dmc(pixels: bool) -> None:
     assert env.observation_space == expected
     assert env.action_space == gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     check_env(env)
+    obs, _ = env.reset(seed=0)
+    assert obs.flags.c_contiguous  # MuJoCo renders flipped views, which th.as_tensor refuses
     if not pixels:  # 1000 simulator steps at action repeat 2, then truncation
         env.reset(seed=0)
         steps, terminated, truncated = 0, False, False

@@ -166,7 +166,9 @@ def make_dmc(
         env, lambda action: low + (action + 1.0) * (high - low) / 2, spaces.Box(-1.0, 1.0, env.action_space.shape, np.float32)
     )
     if pixels:
-        return AddRenderObservation(env, render_only=True)
+        # MuJoCo's frames are flipped views (negative strides), which torch cannot wrap: hand out copies.
+        env = AddRenderObservation(env, render_only=True)
+        return TransformObservation(env, np.ascontiguousarray, env.observation_space)
     env = FlattenObservation(env)
     # DMC states are unbounded float64 arrays; build the float32 space directly (no lossy bound casts).
     return TransformObservation(

@@ -56,6 +56,7 @@ SUMMARY_ROWS = [
     ("reconstruction PSNR (dB) (reference)", "reconstruction_psnr"),
     ("reconstruction SSIM (reference)", "reconstruction_ssim"),
     ("reward MAE ↓", "reward_abs_error"),
+    ("reward explained variance ↑ (0: no better than the mean reward)", "reward_explained_variance"),
     ("termination accuracy ↑", "termination_accuracy"),
     ("termination recall ↑", "termination_recall"),
     ("KL(posterior ‖ prior) (nats) ↓", "kl"),

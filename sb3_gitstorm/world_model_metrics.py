@@ -41,6 +41,7 @@ from sb3_gitstorm.gitstorm import GITSTORM
 # ------------------------------------------------------------------------------------------- metrics
 
 IMAGE_METRICS = ("psnr", "ssim", "reconstruction_psnr", "reconstruction_ssim")  # None for vector models
+REWARD_MOMENTS = ("real_reward", "real_reward_square")  # accumulated for the explained variance, not reported
 
 
 def psnr(prediction: th.Tensor, target: th.Tensor, data_range: float = 1.0) -> th.Tensor:
@@ -451,10 +452,15 @@ class OpenLoopEvaluator:
             reconstructed, real_frames = (x.reshape(n * h, *x.shape[2:]) for x in (p.reconstructed, p.real))
             self._add("reconstruction_psnr", psnr(reconstructed, real_frames))
             self._add("reconstruction_ssim", ssim(reconstructed, real_frames))
-        rewards = th.as_tensor(windows.rewards, dtype=th.float64)[:, None]
+        rewards = th.as_tensor(windows.rewards, dtype=th.float64)[:, None].expand(n, s, h)
         terminated = th.as_tensor(windows.terminated)[:, None].expand(n, s, h)
         predicted_terminated = p.continues.cpu() < 0.5
-        self._add("reward_abs_error", (p.rewards.cpu().double() - rewards).abs())
+        reward_errors = p.rewards.cpu().double() - rewards
+        self._add("reward_abs_error", reward_errors.abs())
+        # Explained variance needs the squared errors and the spread of the real rewards (see summary).
+        self._add("reward_squared_error", reward_errors.square())
+        self._add(REWARD_MOMENTS[0], rewards)
+        self._add(REWARD_MOMENTS[1], rewards.square())
         self._add("termination_accuracy", predicted_terminated == terminated)
         self._add("termination_recall", predicted_terminated, where=terminated)
         self._add("prior_entropy", entropy(p.prior_log_probs).mean(-1))
@@ -474,7 +480,10 @@ class OpenLoopEvaluator:
         vector model and ``fvd`` without video features are None.
         """
         result: dict[str, Any] = {"windows": self.windows, "terminations": self.terminations}
+        result |= self._reward_explained_variance()
         for name, sums in self.sums.items():
+            if name in REWARD_MOMENTS:
+                continue
             counts = self.counts[name]
             per_step = sums / counts.clamp(min=1)
             mean = sums.sum() / counts.sum()
@@ -490,6 +499,22 @@ class OpenLoopEvaluator:
             real, predicted = (th.cat(self.features[k]).numpy() for k in ("real", "predicted"))
             result["fvd"] = frechet_distance(real, predicted)
         return result
+
+    def _reward_explained_variance(self) -> dict[str, Any]:
+        """``1 - MSE / Var(real reward)``: 1 for exact rewards, 0 for a model no better than predicting the
+        mean reward, negative for worse (the reward MAE alone cannot tell these apart). None without spread."""
+        if not self.sums:
+            return {"reward_explained_variance": None, "reward_explained_variance_per_step": None}
+        counts = self.counts["reward_squared_error"]
+        first, second, squared_error = (self.sums[k] for k in (*REWARD_MOMENTS, "reward_squared_error"))
+
+        def explained(error: th.Tensor, total: th.Tensor, square: th.Tensor, count: th.Tensor) -> float | None:
+            variance = square / count - (total / count) ** 2
+            return float(1.0 - error / count / variance) if count > 0 and variance > 1e-12 else None
+
+        per_step = [explained(*step) for step in zip(squared_error, first, second, counts, strict=True)]
+        overall = explained(squared_error.sum(), first.sum(), second.sum(), counts.sum())
+        return {"reward_explained_variance": overall, "reward_explained_variance_per_step": per_step}
 
 
 # ------------------------------------------------------------------------------------------- pictures

@@ -16,6 +16,8 @@ from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.world_model_metrics import (
     Episode,
     OpenLoopEvaluator,
+    OpenLoopPrediction,
+    Windows,
     collect_episode,
     frechet_distance,
     gather_windows,
@@ -126,6 +128,42 @@ def test_collect_episode_records_every_observation() -> None:
     np.testing.assert_array_equal(episode.observations, again.observations)  # the seed fixes the episode
 
 
+def test_reward_explained_variance(monkeypatch: pytest.MonkeyPatch, fast_kwargs: dict) -> None:
+    """1 for exact rewards, 0 for the mean reward, negative below it; per horizon step and overall."""
+    model = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
+    n, h = 4, 3
+    real = np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0], [2.0, 0.0, 1.0], [1.0, 2.0, 0.0]])
+
+    def evaluate(predicted: np.ndarray, rewards: np.ndarray = real) -> dict:
+        windows = Windows(np.zeros((n, 2 + h, 4)), np.zeros((n, 1 + h)), rewards, np.zeros((n, h), bool), np.zeros(n, bool))
+        log_probs = th.full((n, 1, h, 8, 8), -math.log(8.0))
+        prediction = OpenLoopPrediction(
+            real=th.zeros(n, h, 4),
+            predicted=th.zeros(n, 1, h, 4),
+            reconstructed=th.zeros(n, h, 4),
+            rewards=th.as_tensor(predicted, dtype=th.float32)[:, None],
+            continues=th.ones(n, 1, h),
+            prior_log_probs=log_probs,
+            posterior_log_probs=log_probs[:, 0],
+        )
+        evaluator = OpenLoopEvaluator(model, context=2, horizon=h)
+        monkeypatch.setattr(evaluator, "predict", lambda _: prediction)
+        evaluator.add(windows)
+        return evaluator.summary()
+
+    exact = evaluate(real)
+    assert exact["reward_explained_variance"] == pytest.approx(1.0)
+    assert exact["reward_explained_variance_per_step"] == pytest.approx([1.0, 1.0, 1.0])
+    assert "real_reward" not in exact and "real_reward_square" not in exact  # accumulators, not metrics
+    mean = evaluate(np.ones_like(real))  # every column of ``real`` has mean 1
+    assert mean["reward_explained_variance"] == pytest.approx(0.0)
+    assert mean["reward_explained_variance_per_step"] == pytest.approx([0.0, 0.0, 0.0])
+    assert mean["reward_abs_error"] == pytest.approx(0.5)
+    shifted = evaluate(real + 1.0)  # error 1 everywhere, real variance 0.5
+    assert shifted["reward_explained_variance"] == pytest.approx(1.0 - 1.0 / 0.5)
+    assert evaluate(real, rewards=np.ones((n, h)))["reward_explained_variance"] is None  # no spread: undefined
+
+
 def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> None:
     GITSTORM("MlpPolicy", "CartPole-v1", seed=0, **fast_kwargs).learn(40).save(tmp_path / "storm.zip")
     script = load_script()
@@ -178,7 +216,7 @@ def test_gitstorm_vs_storm_end_to_end(tmp_path: Path, fast_kwargs: dict) -> None
     for name, entry in report["models"].items():
         assert entry["prior"] == name and entry["num_timesteps"] == 256
         metrics = entry["metrics"]
-        for key in ("mse", "psnr", "ssim", "fvd", "reward_abs_error", "termination_accuracy", "kl"):
+        for key in ("mse", "psnr", "ssim", "fvd", "reward_abs_error", "reward_explained_variance", "termination_accuracy", "kl"):
             assert math.isfinite(metrics[key]), key
         for key in ("psnr", "ssim", "mse", "kl", "prior_perplexity", "posterior_perplexity"):
             assert len(metrics[f"{key}_per_step"]) == 6 and all(math.isfinite(v) for v in metrics[f"{key}_per_step"])

@@ -42,7 +42,6 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from tqdm import tqdm
 
-import sb3_gitstorm.envs  # noqa: F401  (registers the gitstorm/ ids)
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.priors import DecodeSchedule, MaskGITPrior
 from sb3_gitstorm.world_model_metrics import Episode, OpenLoopEvaluator, collect_episode, gather_windows, window_starts

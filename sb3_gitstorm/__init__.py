@@ -4,6 +4,7 @@
 >>> model = GITSTORM("MlpPolicy", "CartPole-v1", policy_kwargs=dict(size="tiny")).learn(5_000)
 """
 
+import sb3_gitstorm.envs  # noqa: F401  (registers the gitstorm/ gymnasium ids, as ale_py does for ALE/)
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.gitstorm import GITSTORM
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -165,3 +166,10 @@ def test_which_half_rewards_naming_the_half_the_square_is_in() -> None:
         rewards[action].append(reward)
         assert not terminated and truncated == (t == base.max_steps - 1)
     assert rewards[2] and not any(rewards[2]) and 0 < np.mean(rewards[0] + rewards[1]) < 1
+
+
+def test_importing_the_library_registers_the_env_ids() -> None:
+    """``import sb3_gitstorm`` is enough for ``gym.make("gitstorm/...")`` and ``GITSTORM(policy, "gitstorm/...")``."""
+    code = "import gymnasium as gym, sb3_gitstorm; print(gym.spec('gitstorm/dmc-cartpole-balance-v0').entry_point)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "sb3_gitstorm.envs.dmc:make_dmc"

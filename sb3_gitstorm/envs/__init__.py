@@ -1,6 +1,6 @@
 """Environments of the GIT-STORM paper: Atari 100k (two protocols) and the DeepMind Control Suite.
 
-Importing this package registers gymnasium ids, so that rl_zoo3 and ``gym.make`` build the
+Importing this package (``import sb3_gitstorm`` does) registers gymnasium ids, so that rl_zoo3 and ``gym.make`` build the
 environments by name (the heavy dependencies load when an environment is made):
 
 - ``gitstorm/atari-<Game>-v0`` for the 26 Atari 100k games (``protocol="storm"`` by default; pass
@@ -8,7 +8,8 @@ environments by name (the heavy dependencies load when an environment is made):
   ``Monitor`` (:func:`make_atari_env`, or ``env_wrapper`` in the zoo files), not part of the id;
 - ``gitstorm/dmc-<domain>-<task>-v0`` (64x64 pixels) and ``gitstorm/dmc-<domain>-<task>-proprio-v0``
   (state vectors) for the DMC tasks of :data:`DMC_TASKS`;
-- ``gitstorm/JumpingDot-v0``: a small stochastic image task (:class:`~sb3_gitstorm.envs.toy.JumpingDotEnv`).
+- ``gitstorm/JumpingDot-v0``: a small stochastic image task (:class:`~sb3_gitstorm.envs.toy.JumpingDotEnv`);
+- ``gitstorm/WhichHalf-v0``: a reactive image task (:class:`~sb3_gitstorm.envs.toy.WhichHalfEnv`).
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ class SequenceReplayBuffer(BaseBuffer):
     """
 
     observation_space: spaces.Box
+    ARRAYS = SequenceSamples._fields  # the per-step arrays, named and ordered as in a batch
 
     def __init__(
         self,
@@ -140,7 +141,32 @@ class SequenceReplayBuffer(BaseBuffer):
         return np.zeros(shape, dtype=dtype)
 
     def _arrays(self) -> tuple[np.ndarray | th.Tensor, ...]:
-        return (self.observations, self.actions, self.rewards, self.terminated, self.truncated, self.episode_starts)
+        return tuple(getattr(self, name) for name in self.ARRAYS)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A buffer that is not full pickles its filled rows only, not the preallocated capacity:
+        # 1.5k steps of a 100k-step 64x64 pixel buffer are 18 MB, not 1.2 GB of zeros.
+        state = self.__dict__.copy()
+        if not self.full:
+            for name in self.ARRAYS:
+                # A tensor view would pickle its whole storage: clone the rows.
+                rows = state[name][: self.pos]
+                state[name] = rows.clone() if isinstance(rows, th.Tensor) else rows
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.full:
+            return
+        for name in self.ARRAYS:  # back to the full capacity, the free rows zero as after __init__
+            rows = getattr(self, name)
+            shape = (self.buffer_size, *rows.shape[1:])
+            if isinstance(rows, th.Tensor):
+                array: np.ndarray | th.Tensor = th.zeros(shape, dtype=rows.dtype, device=rows.device)
+            else:
+                array = np.zeros(shape, dtype=rows.dtype)
+            array[: self.pos] = rows
+            setattr(self, name, array)
 
     @property
     def nbytes(self) -> int:

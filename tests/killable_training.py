@@ -3,7 +3,7 @@
 ``python -m tests.killable_training <folder> <n>`` trains a tiny GITSTORM on CartPole with
 ``CheckpointCallback(36, <folder>, save_replay_buffer=True)``: files 1 and 2 are the model and replay
 buffer of step 36, 3 and 4 those of step 72. The ``n``-th file is written for real up to
-``STALL_AFTER_BYTES`` bytes (flushed, so they are on disk); then the process prints ``stalled`` and
+``STALL_AFTER_BYTES`` bytes (flushed, so they are on disk; the replay file of step 72 is ~3 KB); then the process prints ``stalled`` and
 waits to be killed.
 """
 
@@ -21,9 +21,9 @@ from stable_baselines3.common.callbacks import CheckpointCallback
 from sb3_gitstorm import GITSTORM
 from tests.conftest import FAST
 
-STALL_AFTER_BYTES = 4096
+STALL_AFTER_BYTES = 1024
 CHECKPOINT_EVERY = 36
-KWARGS = {**FAST, "buffer_size": 20_000}  # a replay file of a few hundred KB
+KWARGS = {**FAST, "buffer_size": 20_000}
 
 
 class StallingFile:
@@ -33,11 +33,13 @@ class StallingFile:
         self.file, self.written = file, 0
 
     def write(self, data: Any) -> int:
-        if self.written >= STALL_AFTER_BYTES:
+        data = memoryview(data).cast("B")
+        if self.written + data.nbytes > STALL_AFTER_BYTES:  # stall inside this write: a small pickle is one write
+            self.file.write(data[: STALL_AFTER_BYTES - self.written])
             self.file.flush()
             print("stalled", flush=True)
             time.sleep(600)
-        self.written += memoryview(data).nbytes
+        self.written += data.nbytes
         return self.file.write(data)
 
     def __getattr__(self, name: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch as th
@@ -69,3 +71,29 @@ def test_samples_go_to_the_buffer_device() -> None:
     batch = buffer.sample(3, 4)
     assert batch.observations.dtype == th.uint8 and batch.episode_starts.dtype == th.bool
     assert all(x.device.type == "cpu" for x in batch)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_pickle_holds_the_filled_steps_only(on_device: bool) -> None:
+    buffer = SequenceReplayBuffer(1000, IMAGE, spaces.Discrete(3), "cpu", on_device=on_device)
+    fill(buffer, 10, done_every=4)
+    frame = int(np.prod(IMAGE.shape))
+    assert len(pickle.dumps(buffer)) < 20 * frame  # 10 stored frames, not 1000
+    loaded = pickle.loads(pickle.dumps(buffer))
+    assert (loaded.pos, loaded.full, loaded.buffer_size) == (10, False, 1000)
+    for name in SequenceReplayBuffer.ARRAYS:
+        old, new = getattr(buffer, name), getattr(loaded, name)
+        assert type(new) is type(old) and new.shape == old.shape and new.dtype == old.dtype, name
+        assert th.equal(th.as_tensor(new), th.as_tensor(old)), name
+    fill(loaded, 1000)  # the capacity is back: it wraps around like the original
+    assert loaded.full and loaded.pos == 10
+
+
+def test_a_full_buffer_pickles_whole() -> None:
+    vector = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    buffer = SequenceReplayBuffer(50, vector, spaces.Discrete(3), "cpu", n_envs=2)
+    fill(buffer, 60)
+    loaded = pickle.loads(pickle.dumps(buffer))
+    assert (loaded.pos, loaded.full) == (buffer.pos, True)
+    for name in SequenceReplayBuffer.ARRAYS:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(buffer, name), err_msg=name)

@@ -11,10 +11,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.priors import MaskGITPrior, MLPPrior
 from tests.conftest import DotEnv
-
-BUFFER_ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "episode_starts")
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -45,7 +44,7 @@ def test_resume_keeps_replay_optimisers_and_return_scale(tmp_path, fast_kwargs: 
     assert loaded.num_timesteps == 64 and loaded._n_updates == model._n_updates > 0
     old, new = model.replay_buffer, loaded.replay_buffer
     assert (new.pos, new.full, new.n_envs) == (old.pos, old.full, old.n_envs) == (64, False, 1)
-    for name in BUFFER_ARRAYS:
+    for name in SequenceReplayBuffer.ARRAYS:
         if name != "truncated":
             np.testing.assert_array_equal(getattr(new, name), getattr(old, name), err_msg=name)
     # The episode cut by the end of the run is marked truncated: learn() resets the environment.
@@ -62,7 +61,7 @@ def test_resume_keeps_replay_optimisers_and_return_scale(tmp_path, fast_kwargs: 
     assert loaded.num_timesteps == 80 and loaded._n_updates == model._n_updates + 16
     assert [adam_steps(getattr(loaded.policy, name)) for name in names] == [s + 16 for s in steps]
     assert new.pos == 80
-    for name in BUFFER_ARRAYS:
+    for name in SequenceReplayBuffer.ARRAYS:
         np.testing.assert_array_equal(getattr(new, name)[:63], getattr(old, name)[:63], err_msg=name)
     assert new.episode_starts[64, 0]  # the environment was reset on resume
 
@@ -173,7 +172,7 @@ def test_checkpoint_resume_continues_the_uninterrupted_run(tmp_path, checkpoint_
     assert resumed.num_timesteps == total and resumed._n_updates == model._n_updates
     assert len(recorded_losses) == 2 * (total - max(checkpoint_at, fast_kwargs["learning_starts"] + 1) + 1) > 0
     assert recorded_losses == uninterrupted[-len(recorded_losses) :]
-    for name in BUFFER_ARRAYS:
+    for name in SequenceReplayBuffer.ARRAYS:
         np.testing.assert_array_equal(getattr(resumed.replay_buffer, name), getattr(model.replay_buffer, name), err_msg=name)
     assert_same_state(resumed.policy.state_dict(), model.policy.state_dict())
 

@@ -3,8 +3,8 @@
 ``python -m tests.killable_training <folder> <n>`` trains a tiny GITSTORM on CartPole with
 ``CheckpointCallback(36, <folder>, save_replay_buffer=True)``: files 1 and 2 are the model and replay
 buffer of step 36, 3 and 4 those of step 72. The ``n``-th file is written for real up to
-``STALL_AFTER_BYTES`` bytes (flushed, so they are on disk; the replay file of step 72 is ~3 KB); then the process prints ``stalled`` and
-waits to be killed.
+``STALL_AFTER_BYTES`` bytes (flushed, so they are on disk; the replay file of step 72 is ~3 KB); then
+the process prints ``stalled`` and waits to be killed.
 """
 
 from __future__ import annotations

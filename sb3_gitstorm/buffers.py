@@ -148,6 +148,7 @@ class SequenceReplayBuffer(BaseBuffer):
         # 1.5k steps of a 100k-step 64x64 pixel buffer are 18 MB, not 1.2 GB of zeros.
         state = self.__dict__.copy()
         if not self.full:
+            state["compact"] = True  # files written before this format hold the whole capacity
             for name in self.ARRAYS:
                 # A tensor view would pickle its whole storage: clone the rows.
                 rows = state[name][: self.pos]
@@ -155,8 +156,9 @@ class SequenceReplayBuffer(BaseBuffer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        compact = state.pop("compact", False)
         self.__dict__.update(state)
-        if self.full:
+        if not compact:
             return
         for name in self.ARRAYS:  # back to the full capacity, the free rows zero as after __init__
             rows = getattr(self, name)

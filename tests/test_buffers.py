@@ -97,3 +97,13 @@ def test_a_full_buffer_pickles_whole() -> None:
     assert (loaded.pos, loaded.full) == (buffer.pos, True)
     for name in SequenceReplayBuffer.ARRAYS:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(buffer, name), err_msg=name)
+
+
+def test_a_file_of_the_whole_capacity_still_loads() -> None:
+    """Replay files written before the compact format hold every preallocated row; they load unchanged."""
+    buffer = SequenceReplayBuffer(100, IMAGE, spaces.Discrete(3), "cpu")
+    fill(buffer, 10)
+    old_format = SequenceReplayBuffer.__new__(SequenceReplayBuffer)
+    old_format.__setstate__(dict(buffer.__dict__))  # what unpickling such a file does
+    assert old_format.observations.shape[0] == 100 and old_format.pos == 10
+    np.testing.assert_array_equal(old_format.observations, buffer.observations)

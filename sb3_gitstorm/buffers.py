@@ -148,7 +148,6 @@ class SequenceReplayBuffer(BaseBuffer):
         # 1.5k steps of a 100k-step 64x64 pixel buffer are 18 MB, not 1.2 GB of zeros.
         state = self.__dict__.copy()
         if not self.full:
-            state["compact"] = True  # files written before this format hold the whole capacity
             for name in self.ARRAYS:
                 # A tensor view would pickle its whole storage: clone the rows.
                 rows = state[name][: self.pos]
@@ -156,19 +155,14 @@ class SequenceReplayBuffer(BaseBuffer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        compact = state.pop("compact", False)
         self.__dict__.update(state)
-        if not compact:
-            return
-        for name in self.ARRAYS:  # back to the full capacity, the free rows zero as after __init__
+        for name in self.ARRAYS:
             rows = getattr(self, name)
-            shape = (self.buffer_size, *rows.shape[1:])
-            if isinstance(rows, th.Tensor):
-                array: np.ndarray | th.Tensor = th.zeros(shape, dtype=rows.dtype, device=rows.device)
-            else:
-                array = np.zeros(shape, dtype=rows.dtype)
-            array[: self.pos] = rows
-            setattr(self, name, array)
+            if len(rows) < self.buffer_size:  # a compact pickle: back to the full capacity, free rows zero
+                shape = (self.buffer_size, *rows.shape[1:])
+                array = rows.new_zeros(shape) if isinstance(rows, th.Tensor) else np.zeros(shape, rows.dtype)
+                array[: self.pos] = rows
+                setattr(self, name, array)
 
     @property
     def nbytes(self) -> int:

@@ -163,6 +163,29 @@ class WorldModelLoss(NamedTuple):
         return {name: value.item() for name, value in (self.terms() | diagnostics).items()}
 
 
+def motion_weights(frames: th.Tensor, coef: float) -> th.Tensor:
+    """Per-pixel reconstruction weights that favour what moves within each window (``motion_weight``).
+
+    Parameters
+    ----------
+    frames : th.Tensor
+        ``(B, L, C, H, W)`` images in [0, 1]: ``B`` windows of ``L`` steps.
+    coef : float
+        Extra weight of a pixel whose standard deviation over the window is the frame's mean one.
+
+    Returns
+    -------
+    th.Tensor
+        ``(B, 1, 1, H, W)`` weights ``1 + coef * sd / mean(sd)``, normalised to mean 1 over each
+        window's pixels, so the loss keeps its scale; ``sd`` is the pixel's standard deviation over the
+        ``L`` steps, largest over the channels. No gradient flows through them.
+    """
+    with th.no_grad():
+        sd = frames.float().std(1, keepdim=True).amax(2, keepdim=True)
+        weights = 1.0 + coef * sd / sd.mean((-2, -1), keepdim=True).clamp(min=1e-6)
+        return weights / weights.mean((-2, -1), keepdim=True)
+
+
 class WorldModel(nn.Module):
     """Encoder, decoder, sequence model, reward / termination heads and prior.
 
@@ -214,6 +237,8 @@ class WorldModel(nn.Module):
             self.encoder = nn.Sequential(image_encoder, nn.Linear(image_encoder.out_dim, k * c))
             self.decoder = ImageDecoder(config.latent_dim, config.conv_channels, channels, config.image_size)
         else:
+            if config.motion_weight:
+                raise ValueError(f"motion_weight weights the pixels of images, got vector observations {self.obs_shape}")
             obs_dim = int(np.prod(self.obs_shape))
             self.encoder = mlp(obs_dim, k * c, config.mlp_hidden, config.mlp_layers)
             self.decoder = mlp(config.latent_dim, obs_dim, config.mlp_hidden, config.mlp_layers)
@@ -477,8 +502,13 @@ class WorldModel(nn.Module):
         flat_latent = latent.flatten(-2)
 
         target = x if self.is_image else symlog(x)
-        # Squared error summed over each observation, averaged over the steps (one fused kernel).
-        reconstruction = F.mse_loss(self.decoder(flat_latent.flatten(0, 1)), target, reduction="sum") / target.shape[0]
+        decoded = self.decoder(flat_latent.flatten(0, 1))
+        if cfg.motion_weight:
+            squared = F.mse_loss(decoded, target, reduction="none").view(*lead, *target.shape[1:])
+            squared = squared * motion_weights(target.view(squared.shape), cfg.motion_weight)
+            reconstruction = squared.sum() / target.shape[0]
+        else:  # squared error summed over each observation, averaged over the steps (one fused kernel)
+            reconstruction = F.mse_loss(decoded, target, reduction="sum") / target.shape[0]
 
         segments, positions = segment_positions(episode_starts)
         hidden = self.transformer(self.sequence_input(flat_latent, actions), segments, positions)

@@ -15,7 +15,7 @@ from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.imagination import imagine, imagine_from_batch, sample_starts
 from sb3_gitstorm.transformer import segment_positions
-from sb3_gitstorm.world_model import WorldModel
+from sb3_gitstorm.world_model import WorldModel, motion_weights
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,6 +81,37 @@ def test_rejects_wrong_observation_shape() -> None:
     wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "mlp", False)
     with pytest.raises(ValueError, match="does not end with"):
         wm.encode(th.zeros(2, 5))
+
+
+def test_motion_weights_favour_the_pixels_that_move() -> None:
+    frames = th.full((2, 5, 3, 4, 4), 0.5)
+    frames[0, :, 1, 2, 3] = th.linspace(0, 1, 5)  # one channel of one pixel moves in the first window
+    weights = motion_weights(frames, coef=10.0)
+    assert weights.shape == (2, 1, 1, 4, 4)
+    # sd / mean(sd) is 16 at the moving pixel, 0 elsewhere: weights 161 and 1, over their mean 1 + 10.
+    expected = th.full((4, 4), 1 / 11)
+    expected[2, 3] = 161 / 11
+    th.testing.assert_close(weights[0, 0, 0], expected)
+    th.testing.assert_close(weights[1], th.ones(1, 1, 4, 4))  # nothing moves: every pixel counts the same
+
+
+def test_motion_weighted_reconstruction() -> None:
+    obs, actions, rewards, starts = batch(IMAGE, spaces.Discrete(3))
+    still = obs[:, :1].expand_as(obs)
+    losses = {}
+    for coef in (0.0, 10.0):
+        th.manual_seed(0)
+        wm = WorldModel(IMAGE, spaces.Discrete(3), dataclasses.replace(CFG, motion_weight=coef), "mlp", True)
+        for name, frames in (("still", still), ("moving", obs)):
+            th.manual_seed(1)  # the same latent samples
+            losses[name, coef] = float(wm.loss(frames, actions, rewards, rewards > 0.9, starts).reconstruction)
+    # Still frames have no motion to weight; on moving frames the weights change the loss.
+    assert losses["still", 10.0] == pytest.approx(losses["still", 0.0], rel=1e-5)
+    assert losses["moving", 10.0] != pytest.approx(losses["moving", 0.0], rel=1e-3)
+    with pytest.raises(ValueError, match="motion_weight"):
+        WorldModel(VECTOR, spaces.Discrete(3), dataclasses.replace(CFG, motion_weight=1.0), "mlp", False)
+    with pytest.raises(ValueError, match="motion_weight"):
+        dataclasses.replace(CFG, motion_weight=-1.0)
 
 
 @pytest.mark.parametrize("prior", ["maskgit", "mlp"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def synthetic_sweep(out: Path, finals: dict[tuple[str, str], list[float]]) -> tu
         final = finals[spec.env_id, spec.algo][spec.seed]
         points = [{"step": step, "mean_return": final * step / 200, "std_return": 1.0} for step in (0, 100, 200)]
         store.start(spec)
-        store.finish(spec, {"hyperparams": {}, "points": points})
+        store.finish(spec, {"hyperparams": {}, "points": points, "torch_threads": 1})
     store.save_random_score("Pendulum-v1", {"mean_return": -1150.0, "std_return": 10.0, "episodes": 1})
     return runs, skipped, store
 
@@ -276,6 +277,9 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
 
     finished = {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*.jsonl")}
     assert len(finished) == 8 and not list((out / "runs").rglob("*.part"))
+    # Each of the two workers ran with its share of the cores as torch threads, recorded in the header.
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert {json.loads(path.read_text().splitlines()[0])["torch_threads"] for path in finished} == {threads}
     assert main(["--config", str(config), "--out", str(out)]) == 0
     assert {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*.jsonl")} == finished
     raw["budget"] = 300  # finished runs made with another budget: refused

@@ -100,7 +100,7 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
     -------
     dict
         ``hyperparams``: the zoo file's entry with the overrides, as given to rl_zoo3; ``points``:
-        the learning curve (``step``, ``mean_return``, ``std_return``).
+        the learning curve (``step``, ``mean_return``, ``std_return``); ``torch_threads``: ``threads``.
     """
     th.set_num_threads(threads)
     zoo_algo = ALGORITHMS[spec.algo].zoo_algo
@@ -133,7 +133,7 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
         finally:
             model.env.close()  # type: ignore[union-attr]
             curve.eval_env.close()
-    return {"hyperparams": dict(hyperparams), "points": curve.points}
+    return {"hyperparams": dict(hyperparams), "points": curve.points, "torch_threads": threads}
 
 
 class RandomPolicy:

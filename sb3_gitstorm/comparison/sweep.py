@@ -4,7 +4,8 @@ Files under ``<out>/runs/`` (``<run>`` is ``<env>/<algo>/seed<k>``, see :attr:`R
 
 - ``<run>.part``: a run in progress: a header line (``{"run": <spec>}``), then one JSON line per
   evaluation, flushed as it arrives;
-- ``<run>.jsonl``: a finished run (header with the resolved hyperparameters, then every point),
+- ``<run>.jsonl``: a finished run (header with the resolved hyperparameters and the run's torch
+  threads, then every point),
   written in one atomic replace: a run counts as done only when this file exists;
 - ``<run>.error``: the traceback of a failed run;
 - ``<env>/random.json``: the random-policy score used for normalisation.
@@ -82,7 +83,9 @@ class RunStore:
             f.write(_json_line(point))
 
     def finish(self, spec: RunSpec, result: dict[str, Any]) -> None:
-        lines = [_json_line({"run": spec.to_dict(), "hyperparams": result["hyperparams"]})]
+        # The threads too: float sums change order with them, so one seed's runs drift apart across --workers.
+        header = {"run": spec.to_dict(), "hyperparams": result["hyperparams"], "torch_threads": result["torch_threads"]}
+        lines = [_json_line(header)]
         lines += [_json_line(point) for point in result["points"]]
         atomic_write(self.path(spec, "jsonl"), "jsonl", lambda tmp: Path(tmp).write_text("".join(lines)))
         self.path(spec, "part").unlink(missing_ok=True)

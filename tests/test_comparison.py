@@ -106,6 +106,17 @@ def test_command_line_environments_select_a_subset() -> None:
         load_config(CONFIGS / "cpu.yml", env_ids=["Acrobot-v1"])
 
 
+def test_command_line_budget_replaces_every_environments_budget() -> None:
+    pixels = load_config(CONFIGS / "cpu-pixels.yml")
+    assert sorted(env.budget for env in pixels.envs) == [4096, 8192]  # a global and an environment's own budget
+    config = load_config(CONFIGS / "cpu-pixels.yml", env_ids=["gitstorm/dmc-cartpole-balance-v0"], budget=10240)
+    (env,) = config.envs
+    assert env.budget == 10240 and config.run_spec(env, "ppo", 0).budget == 10240
+    assert env.eval_interval == 1024  # the rest of the environment's settings stay
+    with pytest.raises(ValueError, match="--budget must be a positive number"):
+        load_config(CONFIGS / "cpu-pixels.yml", budget=0)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

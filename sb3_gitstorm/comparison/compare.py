@@ -1,5 +1,5 @@
-"""``python benchmarks/compare.py --config <yaml> --out <dir> [--env ID] [--set algo.key=value] [--workers N] [--ray-address]``
-(``--env`` and ``--set`` repeatable).
+"""``python benchmarks/compare.py --config <yaml> --out <dir> [--env ID] [--budget N] [--set algo.key=value]
+[--workers N] [--ray-address]`` (``--env`` and ``--set`` repeatable).
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this environment of the configuration (its id as the configuration spells it); repeatable",
     )
     parser.add_argument(
+        "--budget",
+        type=int,
+        metavar="N",
+        help="environment steps per run on every environment, instead of the configuration's budgets",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:  # configuration errors, and finished runs in --out made with other settings
-        config = load_config(args.config, args.set, args.env)
+        config = load_config(args.config, args.set, args.env, args.budget)
         runs, skipped = plan(config)
         sweep = Sweep(config, runs, args.out, console)
     except ValueError as error:

@@ -250,7 +250,9 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequence[str] = ()) -> BenchmarkConfig:
+def load_config(
+    path: str | Path, settings: Sequence[str] = (), env_ids: Sequence[str] = (), budget: int | None = None
+) -> BenchmarkConfig:
     """Read and validate a YAML configuration file (see the module docstring).
 
     Parameters
@@ -263,6 +265,8 @@ def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequenc
         the same preset, one setting changed.
     env_ids : sequence of str
         Keep only these environments of the configuration (all when empty).
+    budget : int, optional
+        Environment steps per run on every (kept) environment, instead of the file's budgets.
     """
     config = parse_config(yaml.load(Path(path).read_text(), _Loader))
     known = [env.env_id for env in config.envs]
@@ -270,6 +274,10 @@ def load_config(path: str | Path, settings: Sequence[str] = (), env_ids: Sequenc
         raise ValueError(f"--env {', '.join(unknown)}: not in this configuration, whose environments are {known}")
     if env_ids:
         config = dataclasses.replace(config, envs=tuple(env for env in config.envs if env.env_id in env_ids))
+    if budget is not None:
+        if budget < 1:
+            raise ValueError(f"--budget must be a positive number of environment steps, got {budget}")
+        config = dataclasses.replace(config, envs=tuple(dataclasses.replace(env, budget=budget) for env in config.envs))
     for setting in settings:
         name, equals, value = setting.partition("=")
         algo, dot, key = name.partition(".")

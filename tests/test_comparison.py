@@ -108,7 +108,7 @@ def test_command_line_environments_select_a_subset() -> None:
 
 def test_command_line_budget_replaces_every_environments_budget() -> None:
     pixels = load_config(CONFIGS / "cpu-pixels.yml")
-    assert sorted(env.budget for env in pixels.envs) == [4096, 8192]  # a global and an environment's own budget
+    assert sorted(env.budget for env in pixels.envs) == [4096, 6144, 8192]  # a global and two environments' own budgets
     config = load_config(CONFIGS / "cpu-pixels.yml", env_ids=["gitstorm/dmc-cartpole-balance-v0"], budget=10240)
     (env,) = config.envs
     assert env.budget == 10240 and config.run_spec(env, "ppo", 0).budget == 10240

@@ -18,7 +18,6 @@ based World Models for Reinforcement Learning" (NeurIPS 2023).
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from typing import Any, ClassVar, TypeVar
 
@@ -33,7 +32,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from sb3_gitstorm.actor_critic import check_actor_gradient
 from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples, check_finite, check_replay_sizes
 from sb3_gitstorm.dreams import log_dreams
-from sb3_gitstorm.guards import DivergenceGuard
+from sb3_gitstorm.guards import DivergenceGuard, buffer_rollback
 from sb3_gitstorm.imagination import check_imagination_lengths, imagine, imagine_from_batch
 from sb3_gitstorm.policies import CnnPolicy, GITSTORMPolicy, MlpPolicy, check_env
 from sb3_gitstorm.save_util import ResumableOffPolicyAlgorithm
@@ -286,7 +285,12 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         self._end_step()
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
-        """3-5. World-model update, imagination, actor-critic update; ``gradient_steps`` times."""
+        """3-5. World-model update, imagination, actor-critic update; ``gradient_steps`` times.
+
+        When the world-model update is skipped (:class:`~sb3_gitstorm.guards.DivergenceGuard`), so is the
+        actor-critic update with ``imagine_starts="batch"``, whose start states would be that update's
+        tokens; ``"replay"`` starts encode fresh windows with the unchanged world model and go on.
+        """
         if not self.replay_buffer.can_sample(max(self.batch_length, self.imagine_context_length)):
             return  # each environment column needs one full window first
         self._update_learning_rates()
@@ -295,6 +299,8 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
             world_model_logs, batch, tokens = self._train_world_model(batch_size)
             for key, value in world_model_logs.items():
                 logs[f"world_model/{key}"].append(value)
+            if self.imagine_starts == "batch" and self._divergence_guard.skipped_last("world_model"):
+                continue  # the skipped update's tokens come from a diverged forward pass: no states to imagine from
             for key, value in self._train_actor_critic(self._imagine(batch, tokens)).items():
                 logs[f"train/{key}"].append(value)
         self._n_updates += gradient_steps
@@ -320,14 +326,18 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
     def _train_world_model(self, batch_size: int) -> tuple[dict[str, float], SequenceSamples, th.Tensor]:
         """3. One world-model update on ``batch_size`` replay windows of ``batch_length`` steps.
 
+        A skipped update (non-finite loss or gradient) leaves the world model as it was, the BatchNorm
+        running statistics of its train-mode forward pass included.
+
         Returns the logs, the windows and their posterior tokens ``(B, L, K)`` (for ``"batch"`` starts)."""
         world_model = self.policy.world_model
         world_model.train()
         batch = self.replay_buffer.sample(batch_size, self.batch_length)
+        rollback = buffer_rollback(world_model)
         with self.policy.autocast(self.mixed_precision):
             loss = world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.episode_starts)
         step = (loss.total, self.policy.world_model_optimizer, world_model, self.world_model_max_grad_norm)
-        self._divergence_guard.step("world_model", self._n_updates, loss.terms(), [step], self.max_nonfinite_skips)
+        self._divergence_guard.step("world_model", self._n_updates, loss.terms(), [step], self.max_nonfinite_skips, rollback)
         return loss.logs(), batch, loss.tokens
 
     def _imagine(self, batch: SequenceSamples, tokens: th.Tensor) -> ImaginedTrajectory:
@@ -349,14 +359,13 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         """5. One actor and one critic update on the imagined trajectories, then the slow-critic update."""
         actor_critic = self.policy.actor_critic
         actor_critic.train()
-        scale = actor_critic.normalizer.scale.clone()  # the loss updates it: put back if the update is skipped
+        rollback = buffer_rollback(actor_critic)  # the loss updates the return scale: put back if the update is skipped
         with self.policy.autocast(self.mixed_precision):
             loss = actor_critic.loss(trajectory, self.gamma, self.gae_lambda, self.ent_coef, self.actor_gradient == "dynamics")
         steps = [
             (loss.actor, self.policy.actor_optimizer, actor_critic.actor, self.actor_critic_max_grad_norm),
             (loss.critic, self.policy.critic_optimizer, actor_critic.critic, self.actor_critic_max_grad_norm),
         ]
-        rollback = functools.partial(actor_critic.normalizer.scale.copy_, scale)
         if self._divergence_guard.step("actor_critic", self._n_updates, loss.terms(), steps, self.max_nonfinite_skips, rollback):
             actor_critic.update_target(self.tau)
         return {**loss.logs(), "imagined_reward": trajectory.rewards.mean().item()}

@@ -14,11 +14,28 @@ Step = tuple[th.Tensor, th.optim.Optimizer, nn.Module, float]
 MAX_NAMES = 5  # parameters named in a message
 
 
+def buffer_rollback(module: nn.Module) -> Callable[[], None]:
+    """A rollback that puts every buffer of ``module`` back as it is now.
+
+    Taken before a forward pass in train mode, which changes buffers in place (BatchNorm's running
+    statistics and ``num_batches_tracked``): a skipped update then leaves them as they were.
+    """
+    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
+
+    def rollback() -> None:
+        with th.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+    return rollback
+
+
 class DivergenceGuard:
     """Skips and counts the updates whose losses or gradients are NaN or infinite.
 
     A skipped update leaves the weights and the optimiser states as they were (no backward pass
-    for a non-finite loss, gradients dropped for a non-finite gradient norm). Updates are counted
+    for a non-finite loss, gradients dropped for a non-finite gradient norm); what the forward pass
+    itself changed is put back by a ``rollback`` (:func:`buffer_rollback`). Updates are counted
     per part (``"world_model"``, ``"actor_critic"``): in total, for the logs, and in a row, to stop
     a run that does not recover.
     """
@@ -87,6 +104,10 @@ class DivergenceGuard:
                 "Lower the learning rates or gradient clips, check the environment, or raise max_nonfinite_skips."
             )
         return False
+
+    def skipped_last(self, part: str) -> bool:
+        """Whether the last update of ``part`` was skipped."""
+        return self.consecutive.get(part, 0) > 0
 
     @staticmethod
     def _non_finite_losses(losses: dict[str, th.Tensor]) -> str | None:

@@ -8,6 +8,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.world_model import WorldModel, WorldModelLoss
+from tests.conftest import DotEnv
 from tests.test_resume import adam_steps
 
 
@@ -79,6 +80,29 @@ def test_skipped_updates_leave_the_weights_alone_and_stop_the_run(monkeypatch, f
     assert all(th.equal(weights[3][k], v) for k, v in weights[4].items())  # the first skip changed nothing
     assert not all(th.equal(weights[2][k], v) for k, v in weights[3].items())  # a normal update does
     assert all(th.equal(v, model.policy.world_model.state_dict()[k]) for k, v in weights[3].items())
+
+
+def test_a_skipped_update_leaves_batchnorm_statistics_and_the_actor_critic_alone(monkeypatch, fast_kwargs: dict) -> None:
+    # The CNN's BatchNorm statistics move in the forward pass; "batch" starts would imagine from its tokens.
+    nan_world_model_loss(monkeypatch, "reconstruction", range(3, 4))
+    model = GITSTORM("CnnPolicy", DotEnv(), imagine_starts="batch", seed=0, **fast_kwargs)
+    states: list[dict[str, th.Tensor]] = []
+    train = GITSTORM.train
+
+    def recorded(self, *args, **kwargs) -> None:
+        states.append({k: v.clone() for k, v in self.policy.state_dict().items()})
+        train(self, *args, **kwargs)
+
+    monkeypatch.setattr(GITSTORM, "train", recorded)
+    model.learn(37)  # updates 0-4 after the 32 warm-up steps; update 3 is skipped
+    assert len(states) == 5 and model._divergence_guard.skipped == {"world_model": 1, "actor_critic": 0}
+    assert "encoder.0.net.1.num_batches_tracked" in {k.removeprefix("world_model.") for k in states[3]}
+    # Every parameter and buffer of the world model and the actor-critic is as before the skipped update ...
+    assert all(th.equal(states[3][k], v) for k, v in states[4].items())
+    # ... which a normal update changes, the BatchNorm statistics and the actor among them.
+    assert [k for k, v in states[3].items() if not th.equal(states[2][k], v) and "num_batches_tracked" in k]
+    assert [k for k, v in states[3].items() if not th.equal(states[2][k], v) and k.startswith("actor_critic.actor.")]
+    assert adam_steps(model.policy.world_model_optimizer) == 4 and adam_steps(model.policy.actor_optimizer) == 4
 
 
 def test_non_finite_actor_gradient_names_the_parameter(fast_kwargs: dict) -> None:

@@ -53,7 +53,9 @@ class ModelConfig:
         ``"reference"`` (the released GIT-STORM code: ``max(1, floor(cos(pi/2 u) K))`` masked tokens,
         ``z_t``'s tokens visible).
     prior_kl_positions : str
-        ``"masked"`` (reference): the KL terms cover only the masked tokens; ``"all"``: every token.
+        ``"masked"`` (reference): the KL terms cover only the masked tokens; ``"all"``: every token. A
+        MaskGIT prior rejects ``"all"`` where its training rows show tokens of ``z_{t+1}`` (``"cosine"``,
+        ``"decode"`` with a multi-pass decoding): the KL would score it where it sees its target.
     prior_ce_coef : float
         Weight of an extra cross-entropy between the prior and the posterior sample on the masked
         tokens (0 = reference behaviour).

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch as th
 
+from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.config import SIZES, ModelConfig
 from sb3_gitstorm.distributions import categorical_kl
 from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, MaskGITPrior, MLPPrior, make_prior
@@ -214,6 +216,24 @@ def test_maskgit_training_masks_only_the_visible_source(schedule: str, expected_
     tokens = seen[0]
     assert th.equal(tokens == prior.mask_id, mask)
     assert bool((tokens[~mask] == expected_token).all())
+
+
+@pytest.mark.filterwarnings("ignore:draft-and-revise with several chunks")
+def test_kl_on_all_tokens_is_rejected_where_the_prior_sees_its_target() -> None:
+    """prior_kl_positions="all" scores the prior on every token: not allowed where training shows tokens of
+    z_{t+1} ("cosine", "decode" with several passes); "reference" shows z_t's, one-pass "decode" none."""
+    leaking = [("cosine", PAPER_DECODE, "'cosine'"), ("decode", DecodeSchedule(2, 2, 1), r"'decode' and a 4-pass decoding")]
+    for schedule, decode, match in leaking:
+        cfg = ModelConfig.from_size("tiny", maskgit_schedule=schedule, prior_kl_positions="all")
+        with pytest.raises(ValueError, match=rf"prior_kl_positions='all' with maskgit_schedule={match}.* sees its target"):
+            make_prior("maskgit", cfg, decode)
+        make_prior("maskgit", dataclasses.replace(cfg, prior_kl_positions="masked"), decode)
+        make_prior("mlp", cfg, decode)
+    for schedule, decode in (("reference", DecodeSchedule(2, 2, 1)), ("decode", DecodeSchedule(4, 1, 2))):
+        make_prior("maskgit", ModelConfig.from_size("tiny", maskgit_schedule=schedule, prior_kl_positions="all"), decode)
+    kwargs = dict(draft_steps=2, revise_steps=2, policy_kwargs=dict(size="tiny", prior_kl_positions="all"))
+    with pytest.raises(ValueError, match="prior_kl_positions='all' with maskgit_schedule='decode'"):
+        GITSTORM("MlpPolicy", "CartPole-v1", **kwargs)
 
 
 def test_random_chunks_partition_positions() -> None:

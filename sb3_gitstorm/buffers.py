@@ -133,7 +133,8 @@ class SequenceReplayBuffer(BaseBuffer):
         self.terminated = self._zeros(size, bool)
         self.truncated = self._zeros(size, bool)
         self.episode_starts = self._zeros(size, bool)
-        self.version = library_version()  # a saved buffer is read by the version that wrote it only
+        self.version = library_version()  # for the messages
+        self.format_version = REPLAY_FORMAT_VERSION  # a saved buffer is read by any version with its format
 
     def _zeros(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray | th.Tensor:
         if self.on_device:
@@ -244,6 +245,13 @@ class SequenceReplayBuffer(BaseBuffer):
         return SequenceSamples(*samples)
 
 
+# Version of what a pickled SequenceReplayBuffer holds (its attributes, their meaning and layout): raise it
+# with every change of them, not with the library's version, so that replay files survive upgrades.
+REPLAY_FORMAT_VERSION = 1
+# Files from before the format version was recorded: the library versions that wrote format 1.
+FORMAT_OF_UNNUMBERED = {"0.1.0": 1}
+
+
 def library_version() -> str:
     from sb3_gitstorm import __version__  # here: the package imports this module before defining it
 
@@ -274,8 +282,8 @@ def load_sequence_buffer(
     ------
     ValueError
         If the file is truncated or not a pickle, holds something else than a GITSTORM replay buffer,
-        or one written by another version of sb3_gitstorm or recorded with other spaces or another
-        number of environments.
+        or one in another replay format (:data:`REPLAY_FORMAT_VERSION`) or recorded with other spaces or
+        another number of environments.
     """
     try:
         buffer = load_from_pkl(path, verbose)
@@ -284,11 +292,14 @@ def load_sequence_buffer(
     if not isinstance(buffer, SequenceReplayBuffer):
         raise ValueError(f"{path} holds a {type(buffer).__name__}, not a GITSTORM SequenceReplayBuffer")
     version = getattr(buffer, "version", None)
-    if version != library_version():
+    file_format = getattr(buffer, "format_version", FORMAT_OF_UNNUMBERED.get(str(version)))
+    if file_format != REPLAY_FORMAT_VERSION:
         writer = f"sb3_gitstorm {version}" if version else "a version of sb3_gitstorm that did not record its version"
+        layout = f"replay format {file_format}" if file_format else "an unknown replay format"
         raise ValueError(
-            f"the replay buffer in {path} was written by {writer}, this is sb3_gitstorm {library_version()}: "
-            "replay files hold the buffer's internals and only the version that wrote them reads them"
+            f"the replay buffer in {path} was written by {writer} in {layout}, this is sb3_gitstorm "
+            f"{library_version()}, which reads replay format {REPLAY_FORMAT_VERSION}: replay files hold the "
+            "buffer's internals and only versions with the same format read them"
         )
     for name, stored, expected in (
         ("observation space", buffer.observation_space, observation_space),

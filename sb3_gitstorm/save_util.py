@@ -279,9 +279,10 @@ class ResumableOffPolicyAlgorithm(OffPolicyAlgorithm):
         Raises
         ------
         ValueError
-            If the file is truncated, not a GITSTORM replay buffer, or one written by another
-            version of sb3_gitstorm or recorded with another observation space, action space or
-            number of environments. The current buffer is kept.
+            If the file is truncated, not a GITSTORM replay buffer, or one in another replay format
+            (written by a version of sb3_gitstorm with another :data:`~sb3_gitstorm.buffers.REPLAY_FORMAT_VERSION`)
+            or recorded with another observation space, action space or number of environments. The
+            current buffer is kept.
         """
         space = self.replay_buffer.observation_space  # what the model stores (e.g. resized images)
         buffer = load_sequence_buffer(path, space, self.action_space, self.n_envs, self.verbose)

@@ -14,12 +14,13 @@ from stable_baselines3 import PPO
 from stable_baselines3.common import base_class
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.save_util import save_to_pkl
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_gitstorm
 import sb3_gitstorm.save_util as save_util_module
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.buffers import REPLAY_FORMAT_VERSION
 from sb3_gitstorm.save_util import atomic_write
 from tests.conftest import DotEnv, FixedLengthEnv
 
@@ -122,16 +123,33 @@ def test_load_replay_buffer_with_other_action_space(tmp_path, fast_kwargs: dict)
 
 
 def test_load_replay_buffer_of_another_version(tmp_path, fast_kwargs: dict) -> None:
+    """Another library version with the same replay format reads the file; another format gets a clear error."""
     model = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
-    buffer = model.replay_buffer
-    assert buffer.version == sb3_gitstorm.__version__
-    buffer.version = "0.0.1"
-    save_to_pkl(tmp_path / "old.pkl", buffer)
+    model.learn(10)
+    model.save_replay_buffer(tmp_path / "replay.pkl")
+    buffer = load_from_pkl(tmp_path / "replay.pkl")
+    assert buffer.version == sb3_gitstorm.__version__ and buffer.format_version == REPLAY_FORMAT_VERSION
+    buffer.version = "0.0.9"  # a patch release: same format
+    save_to_pkl(tmp_path / "patch.pkl", buffer)
+    buffer.format_version = REPLAY_FORMAT_VERSION + 1
+    save_to_pkl(tmp_path / "newer.pkl", buffer)
+    buffer.version = "0.1.0"  # written before formats were numbered: format 1
+    del buffer.format_version
+    save_to_pkl(tmp_path / "unnumbered.pkl", buffer)
     del buffer.version
     save_to_pkl(tmp_path / "unversioned.pkl", buffer)
-    with pytest.raises(ValueError, match=rf"written by sb3_gitstorm 0.0.1, this is sb3_gitstorm {sb3_gitstorm.__version__}"):
-        model.load_replay_buffer(tmp_path / "old.pkl")
-    with pytest.raises(ValueError, match="written by a version of sb3_gitstorm that did not record its version"):
+    for name in ("patch", "unnumbered"):
+        previous = model.replay_buffer
+        model.load_replay_buffer(tmp_path / f"{name}.pkl")
+        assert model.replay_buffer is not previous and model.replay_buffer.pos == 10
+        assert np.array_equal(model.replay_buffer.observations, buffer.observations)
+    with pytest.raises(
+        ValueError,
+        match=rf"written by sb3_gitstorm 0.0.9 in replay format {REPLAY_FORMAT_VERSION + 1}, this is sb3_gitstorm "
+        rf"{sb3_gitstorm.__version__}, which reads replay format {REPLAY_FORMAT_VERSION}",
+    ):
+        model.load_replay_buffer(tmp_path / "newer.pkl")
+    with pytest.raises(ValueError, match="written by a version of sb3_gitstorm that did not record its version in an unknown"):
         model.load_replay_buffer(tmp_path / "unversioned.pkl")
 
 

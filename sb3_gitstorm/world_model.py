@@ -123,6 +123,10 @@ DreamPolicy = Callable[[ModelState], tuple[th.Tensor, th.Tensor]]
 class WorldModelLoss(NamedTuple):
     """The total loss and its parts (scalars); the parts are detached, for logging.
 
+    ``reconstruction`` is the loss term (with ``motion_weight``, the motion-weighted squared error),
+    ``reconstruction_error`` the plain squared error, summed over each observation and averaged over
+    the steps (the same number without ``motion_weight``): the one to compare between settings.
+
     ``kl_dynamics`` / ``kl_representation`` are the clipped (free-bits) loss terms, ``kl`` the raw
     KL between posterior and prior on the same tokens, ``prior_token_ce`` the prior's
     cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT), and
@@ -134,6 +138,7 @@ class WorldModelLoss(NamedTuple):
 
     total: th.Tensor
     reconstruction: th.Tensor
+    reconstruction_error: th.Tensor
     reward: th.Tensor
     termination: th.Tensor
     kl_dynamics: th.Tensor
@@ -159,31 +164,52 @@ class WorldModelLoss(NamedTuple):
 
     def logs(self) -> dict[str, float]:
         """:meth:`terms` and the diagnostics that are not trained on, as floats."""
-        diagnostics = {"prior_mask_ratio": self.prior_mask_ratio, "imagination_kl": self.imagination_kl}
+        diagnostics = {
+            "reconstruction_error": self.reconstruction_error,
+            "prior_mask_ratio": self.prior_mask_ratio,
+            "imagination_kl": self.imagination_kl,
+        }
         return {name: value.item() for name, value in (self.terms() | diagnostics).items()}
 
 
-def motion_weights(frames: th.Tensor, coef: float) -> th.Tensor:
-    """Per-pixel reconstruction weights that favour what moves within each window (``motion_weight``).
+def motion_weights(frames: th.Tensor, episode_starts: th.Tensor, coef: float) -> th.Tensor:
+    """Per-pixel reconstruction weights that favour what moves within each episode (``motion_weight``).
 
     Parameters
     ----------
     frames : th.Tensor
         ``(B, L, C, H, W)`` images in [0, 1]: ``B`` windows of ``L`` steps.
+    episode_starts : th.Tensor
+        Bool ``(B, L)``: the frame is the first of an episode. A reset is no motion: the standard
+        deviations are taken over each episode segment of a window on its own.
     coef : float
-        Extra weight of a pixel whose standard deviation over the window is the frame's mean one.
+        Extra weight of a pixel whose standard deviation over the segment is the frame's mean one.
 
     Returns
     -------
     th.Tensor
-        ``(B, 1, 1, H, W)`` weights ``1 + coef * sd / mean(sd)``, normalised to mean 1 over each
-        window's pixels, so the loss keeps its scale; ``sd`` is the pixel's standard deviation over the
-        ``L`` steps, largest over the channels. No gradient flows through them.
+        ``(B, L, 1, H, W)`` weights ``1 + coef * sd / mean(sd)`` of every frame's pixels, normalised to
+        mean 1 over the frame, so the loss keeps its scale; ``sd`` is the pixel's standard deviation over
+        the steps of the frame's segment, largest over the channels. A segment without motion (one step,
+        or still frames) weights every pixel 1. No gradient flows through them.
     """
-    with th.no_grad():
-        sd = frames.float().std(1, keepdim=True).amax(2, keepdim=True)
+    with th.no_grad(), th.autocast(frames.device.type, enabled=False):  # float32 sums
+        frames = frames.float()
+        segments, positions = segment_positions(episode_starts)
+        segments = segments - segments[:, :1]  # 0 .. S-1 in each window
+        windows = th.arange(frames.shape[0], device=frames.device)[:, None]
+        steps = th.arange(frames.shape[1], device=frames.device)
+        # Deviations from the segment's first frame: exactly zero where nothing moves (no rounding noise
+        # for the normalisation to blow up), and a numerically stable variance.
+        shifted = (frames - frames[windows, steps - positions]).flatten(2)
+        member = F.one_hot(segments, int(segments.max()) + 1).transpose(1, 2).float()  # (B, S, L)
+        average = member / member.sum(-1, keepdim=True).clamp(min=1)
+        mean = average @ shifted
+        variance = average @ shifted.square() - mean.square()
+        sd = variance.clamp(min=0.0).sqrt().view(*mean.shape[:2], *frames.shape[2:]).amax(2, keepdim=True)
         weights = 1.0 + coef * sd / sd.mean((-2, -1), keepdim=True).clamp(min=1e-6)
-        return weights / weights.mean((-2, -1), keepdim=True)
+        weights = weights / weights.mean((-2, -1), keepdim=True)  # (B, S, 1, H, W): one map per segment
+        return weights[windows, segments]
 
 
 class WorldModel(nn.Module):
@@ -505,10 +531,12 @@ class WorldModel(nn.Module):
         decoded = self.decoder(flat_latent.flatten(0, 1))
         if cfg.motion_weight:
             squared = F.mse_loss(decoded, target, reduction="none").view(*lead, *target.shape[1:])
-            squared = squared * motion_weights(target.view(squared.shape), cfg.motion_weight)
-            reconstruction = squared.sum() / target.shape[0]
+            weights = motion_weights(target.view(squared.shape), episode_starts, cfg.motion_weight)
+            reconstruction = (squared * weights).sum() / target.shape[0]
+            reconstruction_error = squared.detach().sum() / target.shape[0]
         else:  # squared error summed over each observation, averaged over the steps (one fused kernel)
             reconstruction = F.mse_loss(decoded, target, reduction="sum") / target.shape[0]
+            reconstruction_error = reconstruction.detach()
 
         segments, positions = segment_positions(episode_starts)
         hidden = self.transformer(self.sequence_input(flat_latent, actions), segments, positions)
@@ -549,6 +577,7 @@ class WorldModel(nn.Module):
         return WorldModelLoss(
             total=total,
             reconstruction=reconstruction.detach(),
+            reconstruction_error=reconstruction_error,
             reward=reward.detach(),
             termination=termination.detach(),
             kl_dynamics=kl_dyn.detach(),

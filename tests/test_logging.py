@@ -19,6 +19,7 @@ from tests.conftest import DotEnv
 
 LOGGED = {
     "world_model/reconstruction_loss",
+    "world_model/reconstruction_error",
     "world_model/reward_loss",
     "world_model/termination_loss",
     "world_model/kl_dynamics_loss",

@@ -86,13 +86,31 @@ def test_rejects_wrong_observation_shape() -> None:
 def test_motion_weights_favour_the_pixels_that_move() -> None:
     frames = th.full((2, 5, 3, 4, 4), 0.5)
     frames[0, :, 1, 2, 3] = th.linspace(0, 1, 5)  # one channel of one pixel moves in the first window
-    weights = motion_weights(frames, coef=10.0)
-    assert weights.shape == (2, 1, 1, 4, 4)
+    weights = motion_weights(frames, th.zeros(2, 5, dtype=th.bool), coef=10.0)
+    assert weights.shape == (2, 5, 1, 4, 4)
     # sd / mean(sd) is 16 at the moving pixel, 0 elsewhere: weights 161 and 1, over their mean 1 + 10.
     expected = th.full((4, 4), 1 / 11)
     expected[2, 3] = 161 / 11
-    th.testing.assert_close(weights[0, 0, 0], expected)
-    th.testing.assert_close(weights[1], th.ones(1, 1, 4, 4))  # nothing moves: every pixel counts the same
+    th.testing.assert_close(weights[0, :, 0], expected.expand(5, 4, 4))
+    th.testing.assert_close(weights[1], th.ones(5, 1, 4, 4))  # nothing moves: every pixel counts the same
+
+
+def test_motion_weights_take_each_episode_segment_on_its_own() -> None:
+    """A reset between two still episodes is no motion; a one-step segment (or window) gets weights of 1."""
+    gen = th.Generator().manual_seed(0)
+    first, second = th.rand(3, 4, 4, generator=gen), th.rand(3, 4, 4, generator=gen)
+    frames = th.stack([first] * 3 + [second] * 3)[None]  # (1, 6, 3, 4, 4): still, reset, still
+    starts = th.tensor([[True, False, False, True, False, False]])
+    th.testing.assert_close(motion_weights(frames, starts, coef=10.0), th.ones(1, 6, 1, 4, 4))
+    # The moving pixel of the second segment is weighted there only; the last step is a segment of its own.
+    frames[0, 3:5, 0, 1, 2] = th.tensor([0.0, 1.0])
+    starts[0, 5] = True
+    weights = motion_weights(frames, starts, coef=10.0)
+    th.testing.assert_close(weights[0, :3], th.ones(3, 1, 4, 4))
+    th.testing.assert_close(weights[0, 5], th.ones(1, 4, 4))
+    assert float(weights[0, 3, 0, 1, 2]) == pytest.approx(161 / 11) and float(weights[0, 4, 0, 0, 0]) == pytest.approx(1 / 11)
+    single = motion_weights(frames[:, :1], th.zeros(1, 1, dtype=th.bool), coef=10.0)  # batch_length=1
+    th.testing.assert_close(single, th.ones(1, 1, 1, 4, 4))
 
 
 def test_motion_weighted_reconstruction() -> None:
@@ -104,10 +122,17 @@ def test_motion_weighted_reconstruction() -> None:
         wm = WorldModel(IMAGE, spaces.Discrete(3), dataclasses.replace(CFG, motion_weight=coef), "mlp", True)
         for name, frames in (("still", still), ("moving", obs)):
             th.manual_seed(1)  # the same latent samples
-            losses[name, coef] = float(wm.loss(frames, actions, rewards, rewards > 0.9, starts).reconstruction)
+            loss = wm.loss(frames, actions, rewards, rewards > 0.9, starts)
+            losses[name, coef] = float(loss.reconstruction)
+            assert float(loss.reconstruction_error) == pytest.approx(losses[name, 0.0])  # the unweighted error
+            assert loss.logs()["reconstruction_error"] == float(loss.reconstruction_error)
     # Still frames have no motion to weight; on moving frames the weights change the loss.
     assert losses["still", 10.0] == pytest.approx(losses["still", 0.0], rel=1e-5)
     assert losses["moving", 10.0] != pytest.approx(losses["moving", 0.0], rel=1e-3)
+    th.manual_seed(0)
+    wm = WorldModel(IMAGE, spaces.Discrete(3), dataclasses.replace(CFG, motion_weight=10.0), "mlp", True)
+    one_step = wm.loss(obs[:, :1], actions[:, :1], rewards[:, :1], rewards[:, :1] > 0.9, starts[:, :1])  # batch_length=1
+    assert bool(th.isfinite(one_step.total)) and one_step.reconstruction == one_step.reconstruction_error
     with pytest.raises(ValueError, match="motion_weight"):
         WorldModel(VECTOR, spaces.Discrete(3), dataclasses.replace(CFG, motion_weight=1.0), "mlp", False)
     with pytest.raises(ValueError, match="motion_weight"):

@@ -65,7 +65,7 @@ class ModelConfig:
         Images only: the squared error of each pixel is weighted by ``1 + motion_weight * sd / mean(sd)``
         (normalised to mean 1 over the frame), ``sd`` the pixel's standard deviation over the frame's
         episode in its replay window (largest over channels, no gradient; an episode start is no motion,
-        a one-step episode weights every pixel 1). 0 (paper): every pixel counts the same. The logs show
+        a segment of one step weights every pixel 1). 0 (paper): every pixel counts the same. The logs show
         the weighted ``world_model/reconstruction_loss`` and the plain ``reconstruction_error``. Small moving
         objects on a static background (a cart and pole in 64x64 pixels) are then what the decoder, and
         so the latent, must get right first.

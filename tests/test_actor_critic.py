@@ -114,10 +114,18 @@ def test_actor_gradient_choice() -> None:
 
 
 def test_continuous_actor_is_bounded_and_discrete_actor_valid() -> None:
+    th.manual_seed(0)
     box = ActorCritic(config(ac_layers=1), spaces.Box(-1.0, 1.0, (3,), np.float32)).actor
-    raw = box.act(th.randn(1000, 12) * 100)
+    features = th.randn(1000, 12) * 100
+    with th.no_grad():
+        dist = box.distribution(features)
+    # Before the clip: a mean in [-1, 1] (tanh) and a standard deviation in std_range = (0.1, 1.0).
+    assert float(dist.mean.abs().max()) <= 1.0 and 0.1 <= float(dist.stddev.min()) <= float(dist.stddev.max()) <= 1.0
+    raw = box.act(features)
     action = box.squash(raw)
-    assert action.shape == (1000, 3) and float(action.abs().max()) <= 1.0
+    outside = raw.abs() > 1.0
+    assert action.shape == (1000, 3) and bool(outside.any())  # some samples leave [-1, 1] ...
+    assert th.equal(action[outside], raw[outside].sign()) and th.equal(action[~outside], raw[~outside])  # ... and are clipped
     assert box.distribution(th.randn(4, 12)).entropy().shape == (4,)
     # The deterministic action is the bounded mean, inside [-1, 1] without clipping.
     mean = box.act(th.randn(1000, 12) * 100, deterministic=True)

@@ -73,16 +73,22 @@ def test_hidden_dim_must_split_into_tokens() -> None:
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("name, share", [("maskgit", 0.97), ("mlp", 0.9)])
 def test_untrained_prior_is_close_to_uniform(name: str, share: float, size: str) -> None:
-    """At initialisation the mean token entropy is close to log(C) at every size, from all-[MASK] and from
-    partly masked inputs: an untrained prior must not pull the posterior towards random classes. (STORM's
-    linear prior keeps PyTorch's default initialisation, logits of standard deviation ~0.6 for unit h.)"""
+    """At initialisation the mean token entropy is close to log(C) at every size, from all-[MASK] and (MaskGIT)
+    from partly masked inputs, 1 to K - 1 tokens visible: an untrained prior must not pull the posterior
+    towards random classes. (STORM's linear prior keeps PyTorch's default initialisation, logits of
+    standard deviation ~0.6 for unit h.)"""
     cfg = ModelConfig.from_size(size)
     th.manual_seed(0)
     prior = make_prior(name, cfg)
     hidden = th.randn(64, cfg.hidden_dim)
-    tokens = th.randint(cfg.latent_classes, (64, cfg.latent_tokens))
+    inputs = [prior.log_probs]
+    if isinstance(prior, MaskGITPrior):
+        tokens = th.randint(cfg.latent_classes, (64, cfg.latent_tokens))
+        visible = th.arange(cfg.latent_tokens) < th.arange(64)[:, None] % (cfg.latent_tokens - 1) + 1
+        assert int(visible.sum(1).min()) >= 1 and int(visible.sum(1).max()) == cfg.latent_tokens - 1
+        inputs.append(lambda h: prior(h, tokens.masked_fill(~visible, prior.mask_id)))
     with th.no_grad():
-        for log_probs in (prior.log_probs(hidden), prior.training_log_probs(hidden, tokens, tokens)[0]):
+        for log_probs in (forward(hidden) for forward in inputs):
             entropy = -(log_probs.exp() * log_probs).sum(-1)
             assert float(entropy.mean()) > share * math.log(cfg.latent_classes)
 
@@ -270,11 +276,30 @@ def test_revise_round_resamples_each_chunk_given_the_rest() -> None:
     assert th.equal(out, target)
 
 
+class ContextPrior(MaskGITPrior):
+    """A stub whose prediction depends on its inputs: (almost) all mass on the target that ``h_t`` holds in
+    its first ``K`` features, as long as every visible token agrees with it; on the next class otherwise."""
+
+    def __init__(self, decode: DecodeSchedule) -> None:
+        super().__init__(H, K, C, unimix=0.0, dim=16, layers=1, heads=1, ffn_dim=16, decode=decode)
+
+    def logits(self, hidden: th.Tensor, tokens: th.Tensor) -> th.Tensor:
+        target = hidden[:, :K].long()
+        agree = ((tokens == target) | (tokens == self.mask_id)).all(-1, keepdim=True)
+        return 50.0 * th.nn.functional.one_hot(th.where(agree, target, (target + 1) % C), C).float()
+
+
 @pytest.mark.parametrize("draft, revise, rounds", [(1, 1, 1), (4, 1, 0), (1, 4, 2), (8, 2, 3)])
 def test_peaked_prior_recovers_target(draft: int, revise: int, rounds: int) -> None:
+    """Every pass gets its own row's h_t and the tokens sampled so far: a wrong row or a stale token would
+    turn the stub's prediction to another class."""
     target = th.randint(C, (32, K), generator=th.Generator().manual_seed(1))
-    prior = PeakedPrior(target, DecodeSchedule(draft, revise, rounds))
-    assert th.equal(prior.sample(th.zeros(32, H)), target)
+    hidden = th.cat([target.float(), th.zeros(32, H - K)], 1)
+    prior = ContextPrior(DecodeSchedule(draft, revise, rounds))
+    assert th.equal(prior.sample(hidden), target)
+    wrong = target.clone()
+    wrong[:, 0] = (wrong[:, 0] + 3) % C  # one visible token disagrees: everything else moves on
+    assert th.equal(prior.resample(hidden, wrong, th.arange(K) > 0), th.cat([wrong[:, :1], (target[:, 1:] + 1) % C], 1))
 
 
 def test_draft_fills_chunks_in_turn() -> None:

@@ -19,9 +19,9 @@ masked is the *training schedule* (``ModelConfig.maskgit_schedule``):
   schedule imagination samples every latent from all-``[MASK]``, and so is every training row.
 - ``"cosine"``: MaskGIT's ``ceil(cos(pi/2 * u) * K)`` tokens, ``u ~ U(0, 1)``; a share
   ``(2/pi) * acos((K-1)/K)`` of the rows is all-masked (16% at K = 32, 32% at K = 8).
-- ``"reference"``: the released GIT-STORM code: ``max(1, floor(cos(pi/2 * u) * K))`` tokens of
-  ``z_t`` (not ``z_{t+1}``) stay visible; all-masked rows (what imagination samples from) occur only
-  at ``u = 0``, i.e. practically never.
+- ``"reference"``: the released GIT-STORM code: ``max(1, floor(cos(pi/2 * u) * K))`` tokens masked,
+  and the other tokens shown are those of ``z_t`` (not ``z_{t+1}``); all-masked rows (what imagination
+  samples from) occur only at ``u = 0``, i.e. practically never.
 """
 
 from __future__ import annotations

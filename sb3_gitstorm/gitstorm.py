@@ -79,7 +79,8 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         Gradient-norm clips (1000 and 100).
     max_nonfinite_skips : int
         An update whose loss or gradient is not finite is skipped and counted (``train/skipped_*``,
-        :class:`~sb3_gitstorm.guards.DivergenceGuard`); after this many in a row, a ``RuntimeError``.
+        :class:`~sb3_gitstorm.guards.DivergenceGuard`); after this many in a row, a ``RuntimeError``. With
+        ``imagine_starts="batch"`` a skipped world-model update skips that step's actor-critic update too.
     replay_buffer_kwargs : dict, optional
         Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`; ``on_device`` (the
         replay on the GPU, ~1.2 GB for 100k 64x64x3 frames) defaults to True on CUDA, else False.

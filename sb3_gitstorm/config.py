@@ -17,35 +17,62 @@ MASKGIT_SCHEDULES = ("decode", "cosine", "reference")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every dimension and world-model loss setting, with paper defaults.
+    """Every dimension and world-model loss setting; the defaults are the paper's (``size="base"``).
+
+    Pick a named size and override fields with ``policy_kwargs=dict(size="small", transformer_layers=3)``
+    (:meth:`from_size`). The sizes' values are tabulated in the docs (the algorithm page).
 
     Attributes
     ----------
-    latent_tokens, latent_classes : int
-        The stochastic latent is ``latent_tokens`` categoricals of ``latent_classes`` classes (32 x 32).
+    latent_tokens : int
+        ``K``: categorical variables of the stochastic latent ``z`` (32).
+    latent_classes : int
+        ``C``: classes of each variable (32).
     unimix : float
-        Uniform mix of every categorical (latents and discrete actions).
+        Uniform mix of every categorical, latents and discrete actions (0.01); in ``[0, 1)``.
     image_size : int
-        Side of the square images the CNN encoder sees; other sizes are resized to it. A power of
-        two times ``cnn_final_side`` (8, 16, 32, 64, 128, ...).
+        Side of the square images the CNN encoder sees (64); frames of other sizes are resized to it. A power
+        of two times ``cnn_final_side`` (8, 16, 32, 64, 128, ...).
     cnn_channels : tuple of int
-        Channels of the encoder's stride-2 convolutions at 64x64 (mirrored by the decoder). The
-        encoder halves the side down to a ``cnn_final_side`` map, so the depth follows ``image_size``:
+        Channels of the encoder's stride-2 convolutions at 64x64, mirrored by the decoder ((32, 64, 128, 256)).
+        The encoder halves the side down to a ``cnn_final_side`` map, so the depth follows ``image_size``:
         32x32 images use the first three, 128x128 images repeat the last (:attr:`conv_channels`).
     cnn_final_side : int
         Side of the encoder's last feature map (4: STORM's four convolutions on 64x64 images).
-    mlp_hidden, mlp_layers : int
-        Encoder / decoder MLP for vector observations.
-    hidden_dim, transformer_layers, transformer_heads, transformer_ffn, dropout, max_length
-        Causal transformer sequence model (``h_t`` has ``hidden_dim`` features).
-    head_hidden, head_layers : int
-        Hidden width and hidden layers of the reward and termination heads (STORM's code: 2 layers).
+    mlp_hidden : int
+        Width of the encoder and decoder MLPs for vector observations (512).
+    mlp_layers : int
+        Hidden layers of those MLPs (2).
+    hidden_dim : int
+        Width of the causal transformer sequence model, the size of ``h_t`` (512); a multiple of
+        ``transformer_heads``, and with the MaskGIT prior of ``latent_tokens``.
+    transformer_layers : int
+        Blocks of the sequence model (2).
+    transformer_heads : int
+        Attention heads of the sequence model (8).
+    transformer_ffn : int
+        Feed-forward width of the sequence model (1024).
+    dropout : float
+        Dropout of the sequence model, in training only (0.1).
+    max_length : int
+        Longest sequence the sequence model takes (64, learned positions): bounds ``batch_length`` and
+        ``imagine_context_length - 1 + imagine_horizon``.
+    head_hidden : int
+        Hidden width of the reward and termination heads (512).
+    head_layers : int
+        Hidden layers of the reward and termination heads (2, STORM's code).
     reward_bins : int
         Bins of the symlog two-hot reward head and critic (255, STORM / DreamerV3).
     twohot_range : tuple of float
         Symlog-space range ``(low, high)`` of those bins ((-20, 20), DreamerV3).
-    maskgit_dim, maskgit_layers, maskgit_heads, maskgit_ffn : int
-        Bidirectional transformer of the MaskGIT prior.
+    maskgit_dim : int
+        Width of the MaskGIT prior's bidirectional transformer (128); a multiple of ``maskgit_heads``.
+    maskgit_layers : int
+        Blocks of the MaskGIT transformer (4).
+    maskgit_heads : int
+        Attention heads of the MaskGIT transformer (8).
+    maskgit_ffn : int
+        Feed-forward width of the MaskGIT transformer (128).
     maskgit_schedule : str
         How the MaskGIT prior is masked in training (:mod:`sb3_gitstorm.priors.maskgit`): ``"decode"``
         (default: each row masked like one pass of the imagination decoding, tokens of ``z_{t+1}``
@@ -53,14 +80,21 @@ class ModelConfig:
         ``"reference"`` (the released GIT-STORM code: ``max(1, floor(cos(pi/2 u) K))`` masked tokens,
         ``z_t``'s tokens visible).
     prior_kl_positions : str
-        ``"masked"`` (reference): the KL terms cover only the masked tokens; ``"all"``: every token. A
-        MaskGIT prior rejects ``"all"`` where its training rows show tokens of ``z_{t+1}`` (``"cosine"``,
+        ``"masked"`` (the released code, default): the KL terms cover only the masked tokens; ``"all"``: every
+        token. A MaskGIT prior rejects ``"all"`` where its training rows show tokens of ``z_{t+1}`` (``"cosine"``,
         ``"decode"`` with a multi-pass decoding): the KL would score it where it sees its target.
     prior_ce_coef : float
-        Weight of an extra cross-entropy between the prior and the posterior sample on the masked
-        tokens (0 = reference behaviour).
-    kl_free_bits, kl_dyn_coef, kl_rep_coef : float
-        KL balance: ``kl_dyn_coef * max(free, KL_dyn) + kl_rep_coef * max(free, KL_rep)``.
+        Weight of an extra cross-entropy between the prior and the posterior sample on the masked tokens
+        (0.0, the released code's behaviour).
+    kl_free_bits : float
+        Free nats of each KL term (1.0). The KL loss is ``kl_dyn_coef * max(free, KL_dyn) + kl_rep_coef *
+        max(free, KL_rep)``, each KL summed over the tokens and averaged over the batch before the clip
+        (STORM), so a term below ``free`` has no gradient.
+    kl_dyn_coef : float
+        Weight of the dynamics KL, ``KL(sg(posterior) || prior)`` (0.5).
+    kl_rep_coef : float
+        Weight of the representation KL, ``KL(posterior || sg(prior))`` (0.1; the authors use 1.0 for
+        continuous control).
     motion_weight : float
         Images only: the squared error of each pixel is weighted by ``1 + motion_weight * sd / mean(sd)``
         (normalised to mean 1 over the frame), ``sd`` the pixel's standard deviation over the frame's
@@ -69,16 +103,20 @@ class ModelConfig:
         the weighted ``world_model/reconstruction_loss`` and the plain ``reconstruction_error``. Small moving
         objects on a static background (a cart and pole in 64x64 pixels) are then what the decoder, and
         so the latent, must get right first.
-    ac_hidden, ac_layers : int
-        Actor and critic MLPs.
+    ac_hidden : int
+        Width of the actor and critic MLPs (512).
+    ac_layers : int
+        Hidden layers of the actor and critic MLPs (2).
     actor_std_range : tuple of float
         ``(min, max)`` standard deviation of the Gaussian actor, Box actions ((0.1, 1.0), DreamerV3).
     actor_output_scale : float
         The actor's output layer starts at this multiple of PyTorch's initialisation, bias zero (0.01,
         DreamerV3's ``outscale``): the untrained policy is near uniform (Discrete) or near zero-mean (Box).
-    return_decay, return_percentiles
-        Advantages are divided by ``max(1, S)``, ``S`` an EMA with this decay of the spread between these
-        percentiles of the lambda-returns (0.99 and (0.05, 0.95), DreamerV3).
+    return_decay : float
+        Advantages are divided by ``max(1, S)``, ``S`` an EMA with this decay (0.99, DreamerV3) of the spread
+        between the ``return_percentiles`` of the lambda-returns.
+    return_percentiles : tuple of float
+        The percentiles whose spread is ``S`` ((0.05, 0.95), DreamerV3).
     ac_adam_eps : float
         Adam epsilon of the actor and the critic (1e-5, STORM / DreamerV3).
     """

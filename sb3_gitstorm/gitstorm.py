@@ -44,42 +44,78 @@ SelfGITSTORM = TypeVar("SelfGITSTORM", bound="GITSTORM")
 class GITSTORM(ResumableOffPolicyAlgorithm):
     """GIT-STORM: a transformer world model with a MaskGIT prior, and an actor-critic trained in imagination.
 
+    Every argument but ``policy`` and ``env`` defaults to the paper's setting (Atari 100k, ``size="base"``).
+
     Parameters
     ----------
     policy : str or type
-        ``"CnnPolicy"`` (uint8 images, resized to ``image_size``), ``"MlpPolicy"`` (vectors) or a policy class.
+        ``"CnnPolicy"`` (uint8 images, HxWxC or CxHxW, resized to the model's ``image_size``), ``"MlpPolicy"``
+        (flat ``Box`` vectors) or a :class:`~sb3_gitstorm.policies.GITSTORMPolicy` subclass.
     env : gymnasium.Env, VecEnv or str
-        The environment; ``None`` only when loading a model for prediction.
-    learning_rate, actor_learning_rate, critic_learning_rate : float or Schedule
-        Adam learning rates of the world model (1e-4), the actor and the critic (3e-5).
-    buffer_size, learning_starts : int
-        Replay capacity in steps over all environments; steps of random actions before training (1024).
+        The environment (any number of environments); ``None`` only when loading a model for prediction.
+        ``Discrete`` or bounded 1-D ``Box`` actions; ``VecNormalize`` is rejected (the world model normalises
+        observations and rewards itself).
+    learning_rate : float or Schedule
+        Adam learning rate of the world model (1e-4).
+    actor_learning_rate, critic_learning_rate : float or Schedule
+        Adam learning rates of the actor and the critic (3e-5 each; Adam epsilon ``ac_adam_eps``).
+    buffer_size : int
+        Replay capacity in steps, over all environments (100k).
+    learning_starts : int
+        Steps of uniformly random actions before training (1024), at most ``buffer_size``; updates start
+        once every environment's column of the replay holds a window of ``batch_length`` steps.
     batch_size, batch_length : int
-        World-model batch: ``batch_size`` windows of ``batch_length`` steps (16 x 64).
-    imagine_batch_size, imagine_context_length, imagine_horizon : int
-        Imagination: start states, the real steps before each (at least, with ``"batch"`` starts) and
-        the imagined steps (1024, 8, 16).
+        World-model batch: ``batch_size`` replay windows of ``batch_length`` steps (16 x 64);
+        ``batch_length`` is at most ``buffer_size // n_envs`` and the model's ``max_length``.
+    imagine_batch_size : int
+        Imagined rollouts (start states) per actor-critic update (1024).
+    imagine_context_length : int
+        Real steps that lead to each start state (8, the start included); also the context the policy acts on:
+        the last ``imagine_context_length - 1`` steps of the episode give ``h_{t-1}``.
+    imagine_horizon : int
+        Imagined steps per rollout (16); ``imagine_context_length - 1 + imagine_horizon <= max_length``.
     imagine_starts : str
-        ``"replay"`` (the paper): at the end of fresh replay windows, encoded again; ``"batch"``
-        (DreamerV3): at states inside the world-model update's windows, no second encoding (needs
-        ``batch_length >= imagine_context_length - 1 + imagine_horizon``).
-    train_freq, gradient_steps : int or tuple, int
-        As in SB3: update every ``train_freq`` steps (or ``(n, "episode")``), ``gradient_steps`` times.
-    gamma, gae_lambda, ent_coef, tau : float
-        Discount (0.985), lambda of the lambda-returns (0.95), entropy bonus of the actor (3e-4) and
+        Where the rollouts start. ``"replay"`` (the paper): at the end of fresh replay windows of
+        ``imagine_context_length`` steps, encoded again for imagination. ``"batch"`` (DreamerV3's "start from
+        every posterior state"): at steps ``t`` inside the world-model update's own windows,
+        ``imagine_context_length - 1 <= t <= batch_length - imagine_horizon``, from the posterior tokens the
+        update sampled, ``ceil(imagine_batch_size / batch_size)`` distinct steps per window while the window has
+        them; no frame is encoded twice and no second replay batch is gathered, but the context before a start
+        is up to ``t`` steps long. Needs ``batch_length >= imagine_context_length - 1 + imagine_horizon``.
+    train_freq : int or tuple
+        As in SB3: update every ``train_freq`` steps, or ``(n, "episode")``.
+    gradient_steps : int
+        Updates (world model, imagination, actor-critic) per ``train_freq``; ``-1``: as many as steps collected.
+    gamma : float
+        Discount (0.985).
+    gae_lambda : float
+        Lambda of the lambda-returns (0.95).
+    ent_coef : float
+        Entropy bonus of the actor (3e-4).
+    tau : float
         Polyak coefficient of the slow critic (0.02, i.e. EMA decay 0.98).
     actor_gradient : str
-        ``"reinforce"`` (the paper) or ``"dynamics"``: back-propagate the imagined returns through the
-        world model (DreamerV1/V2; Box actions only).
+        How the actor learns from the imagined returns. ``"reinforce"`` (STORM, the paper): the score-function
+        gradient with the normalised advantage. ``"dynamics"`` (DreamerV1/V2, Box actions only): reparameterised
+        actions, the rollout keeps its graph through ``h``, the cached keys and values and the reward,
+        continuation and slow-critic heads, and the actor maximises the normalised lambda-returns; the world
+        model's weights are frozen during that rollout and ``z`` is a sample without gradient.
     prior : str
-        ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
-    draft_steps, revise_steps, revise_rounds : int
-        Draft-and-revise schedule of the MaskGIT prior in imagination (paper: 1, 1, 1).
-    world_model_max_grad_norm, actor_critic_max_grad_norm : float
-        Gradient-norm clips (1000 and 100).
+        The prior ``p(z_{t+1} | h_t)``: ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
+    draft_steps : int
+        MaskGIT draft in imagination: chunks of tokens filled one after the other from all-``[MASK]`` (1).
+    revise_steps : int
+        MaskGIT revise: chunks re-masked and re-sampled one after the other (1).
+    revise_rounds : int
+        Revise passes (1; 0: draft only). With the paper's 1 / 1 / 1 the one revise pass re-masks every token,
+        so sampling is a single all-``[MASK]`` pass. The prior is trained on the same masks (``maskgit_schedule``).
+    world_model_max_grad_norm : float
+        Gradient-norm clip of the world model (1000).
+    actor_critic_max_grad_norm : float
+        Gradient-norm clip of the actor and of the critic (100).
     max_nonfinite_skips : int
         An update whose loss or gradient is not finite is skipped and counted (``train/skipped_*``,
-        :class:`~sb3_gitstorm.guards.DivergenceGuard`); after this many in a row, a ``RuntimeError``. With
+        :class:`~sb3_gitstorm.guards.DivergenceGuard`); after this many in a row (10), a ``RuntimeError``. With
         ``imagine_starts="batch"`` a skipped world-model update skips that step's actor-critic update too.
     replay_buffer_kwargs : dict, optional
         Extra arguments of :class:`~sb3_gitstorm.buffers.SequenceReplayBuffer`; ``on_device`` (the
@@ -87,12 +123,24 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
     mixed_precision : bool, optional
         bfloat16 autocast of the forward passes (updates and imagination; parameters, losses and sampling
         stay float32). None: on for CUDA GPUs with bf16, else off. On CUDA, matmuls may use TF32.
+    stats_window_size : int
+        Episodes averaged in the ``rollout/`` logs (100), as in SB3.
     log_video_interval : int
-        Updates between TensorBoard images of real frames and their open-loop dream (0: never).
+        Updates between TensorBoard images and videos of real frames and their open-loop dream (5000; 0: never;
+        image observations with ``tensorboard_log`` only).
+    tensorboard_log : str, optional
+        TensorBoard log folder.
     policy_kwargs : dict, optional
-        ``size`` (``"tiny"``, ``"small"``, ``"base"`` = paper) and :class:`~sb3_gitstorm.config.ModelConfig` overrides.
-    stats_window_size, tensorboard_log, verbose, seed, device
-        As in SB3 (``device="auto"`` uses CUDA when available).
+        ``size`` (``"tiny"``, ``"small"``, ``"base"`` = the paper) and :class:`~sb3_gitstorm.config.ModelConfig`
+        field overrides, e.g. ``dict(size="small", transformer_layers=3)``.
+    verbose : int
+        0 silent, 1 training logs, 2 debug.
+    seed : int, optional
+        Seed of Python, NumPy, PyTorch, the action space and the environments.
+    device : torch.device or str
+        ``"auto"`` uses CUDA when available.
+    _init_setup_model : bool
+        Build the networks now (SB3's convention; ``load`` passes False).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}

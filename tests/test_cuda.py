@@ -95,8 +95,8 @@ def test_learn_predict_save_load_resume_on_cuda(
 def test_bf16_and_fp32_losses_of_one_batch_agree(device: str, prior: str, fast_kwargs: dict) -> None:
     """The world-model and actor-critic losses of the same batch under bf16 autocast and in fp32.
 
-    In eval mode (no dropout: its masks need not match across dtypes) and from the same random seed, so that only
-    the arithmetic differs; within ``LOSS_RTOL`` / ``LOSS_ATOL``."""
+    In eval mode (no dropout: its masks need not match across dtypes), from the same random seed and against IEEE
+    fp32 (no TF32), so that only the arithmetic differs; within ``LOSS_RTOL`` / ``LOSS_ATOL``."""
     model = GITSTORM("CnnPolicy", DotEnv(), prior=prior, mixed_precision=False, device=device, seed=0, **fast_kwargs)
     model.learn(40)  # a little trained: the losses are not those of the initial weights
     policy = model.policy
@@ -115,7 +115,15 @@ def test_bf16_and_fp32_losses_of_one_batch_agree(device: str, prior: str, fast_k
             behaviour = actor_critic.loss(trajectory, model.gamma, model.gae_lambda, model.ent_coef, False)
         return {**world.terms(), "actor_loss": behaviour.actor, "critic_loss": behaviour.critic}
 
-    fp32, bf16 = losses(False), losses(True)
+    tf32 = th.get_float32_matmul_precision(), th.backends.cudnn.allow_tf32
+    th.set_float32_matmul_precision("highest")  # an IEEE fp32 reference: no TF32 in matmuls or convolutions
+    th.backends.cudnn.allow_tf32 = False
+    try:
+        fp32 = losses(False)
+    finally:
+        th.set_float32_matmul_precision(tf32[0])
+        th.backends.cudnn.allow_tf32 = tf32[1]
+    bf16 = losses(True)
     assert fp32.keys() == bf16.keys()
     for name, value in fp32.items():
         assert bf16[name].dtype == th.float32 and th.isfinite(value), name

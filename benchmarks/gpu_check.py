@@ -82,17 +82,9 @@ CONFIGS = (
     (True, True, True, "mlp", "replay"),
     (True, True, True, "maskgit", "batch"),
 )
-# --quick: the tests' tiny settings (tests/conftest.py's FAST), for the Atari run.
-QUICK_ATARI = dict(
-    learning_starts=64,
-    batch_size=4,
-    batch_length=8,
-    imagine_batch_size=16,
-    imagine_context_length=4,
-    imagine_horizon=4,
-    buffer_size=2000,
-    policy_kwargs=dict(size="tiny"),
-)
+# --quick: the Atari run at the test suite's tiny settings (GITSTORM's defaults are the paper's).
+QUICK_ATARI = dict(policy_kwargs=dict(size="tiny"), learning_starts=64, buffer_size=2_000, batch_size=4, batch_length=8)
+QUICK_ATARI.update(imagine_batch_size=16, imagine_context_length=4, imagine_horizon=4)
 
 
 def log(message: str) -> None:
@@ -136,6 +128,10 @@ def environment(args: argparse.Namespace, device: th.device, budget: float) -> d
             notes.append(f"driver version not read (nvidia-smi: {error})")
     else:
         notes.append(f"device {device}: GPU name, memory and driver not measured (CUDA only)")
+    memory = f"{mib(info['gpu_memory_bytes'])} MiB" if "gpu_memory_bytes" in info else "-"
+    log(
+        f"{info.get('gpu', 'no GPU')}, {memory}, driver {info.get('driver', '-')}, CUDA {th.version.cuda}, torch {th.__version__}"
+    )
     return {"status": "done", **info, "notes": notes}
 
 
@@ -235,13 +231,12 @@ def loop_throughput(args: argparse.Namespace, device: th.device, budget: float) 
         "batch": f"{max(1, round(16 * settings.batch_scale))} x 64",
         "imagination": f"{settings.imagine_batch} x 16",
     }
-    measured = [row for row in configs if "ms" in row]
-    default = measured[0] if configs and measured and configs[0] is measured[0] else None
-    for row in measured:
-        if default is not None:
-            row["relative_to_default"] = {phase: ms / default["ms"][phase] for phase, ms in row["ms"].items()}
+    default = configs[0] if configs and "ms" in configs[0] else None  # GITSTORM's CUDA default, measured
     projection = None
     if default is not None:
+        for row in configs:
+            if "ms" in row:
+                row["relative_to_default"] = {phase: ms / default["ms"][phase] for phase, ms in row["ms"].items()}
         step_s = default["ms"]["loop_step"] / 1e3
         projection = {
             "config": default["name"],
@@ -318,7 +313,7 @@ def atari(args: argparse.Namespace, device: th.device, budget: float) -> dict[st
     model.logger.dump(model.num_timesteps)  # what was recorded since the last episode's end
     model.logger.close()
     stamps, warmup = np.array(clock.stamps), model.learning_starts
-    result.update(env_steps=model.num_timesteps, updates=model._n_updates, seconds=time.perf_counter() - began)
+    result.update(env_steps=model.num_timesteps, updates=model._n_updates)
     result["episodes"] = len(model.ep_info_buffer)
     if model.ep_info_buffer:
         result["mean_game_score"] = float(np.mean([info["r"] for info in model.ep_info_buffer]))
@@ -355,7 +350,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["## Environment", "", "| | |", "| --- | --- |"]
         for key in ENVIRONMENT_ROWS:
             if env.get(key) is not None:
-                lines.append(f"| {key} | {mib(env[key]) + ' MiB' if key == 'gpu_memory_bytes' else env[key]} |")
+                lines.append(
+                    f"| {key.removesuffix('_bytes')} | {mib(env[key]) + ' MiB' if key == 'gpu_memory_bytes' else env[key]} |"
+                )
         packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items() if version)
         lines += [f"| packages | {packages} |", ""]
     if (t := parts.get("tests")) and "passed" in t:
@@ -396,7 +393,7 @@ def throughput_section(part: dict[str, Any]) -> list[str]:
             "-" if relative is None else f"{relative:.2f}x",
         ]
         lines.append(f"| {row['name']} | {' | '.join(cells)} |")
-    lines += [f"- skipped {s['name']}: {s['reason']}" for s in part["skipped"]]
+    lines += [""] * bool(part["skipped"]) + [f"- skipped {s['name']}: {s['reason']}" for s in part["skipped"]]
     if p := part["projection"]:
         lines += [
             "",
@@ -433,9 +430,16 @@ def atari_section(part: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def write(report: dict[str, Any], out: Path) -> None:
+def write(report: dict[str, Any], out: Path) -> str:
+    """Write gpu_check.json and gpu_check.md; returns the summary. A summary that fails to render keeps the
+    JSON and the run going (a GPU is lent for minutes): the file then holds the error."""
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "gpu_check.md").write_text(markdown(report))
+    try:
+        summary = markdown(report)
+    except Exception:
+        summary = f"# GPU check: the summary failed, the figures are in gpu_check.json\n\n```\n{traceback.format_exc()}```\n"
+    (out / "gpu_check.md").write_text(summary)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -486,9 +490,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result.update(seconds=time.perf_counter() - began, budget_s=budget)
         report["parts"][name] = result
         free_gpu_memory(device)
-        write(report, args.out)
+        summary = write(report, args.out)
         log(f"{name}: {result['status']} in {result['seconds']:.0f} s")
-    print(markdown(report), flush=True)
+    print(summary, flush=True)
     return report
 
 

@@ -3,10 +3,13 @@
 On the lent GPU machine (no package registry there, so the missing wheels travel in ``.whl/``, see
 ``benchmarks/gpu_check.sh``)::
 
-    bash benchmarks/gpu_check.sh --download        # here, once, with the internet: fills .whl/ (about 4 MB)
-    # then the device tool, from the repository root:
-    #   run(command="bash benchmarks/gpu_check.sh --out $OUT 2>&1 | tee $OUT/gpu_check.log", carry=[".whl"], timeout_s=420)
-    # a rerun of some parts only, with less time:  ... gpu_check.sh --out $OUT --parts throughput,atari --budget-scale 0.5
+    bash benchmarks/gpu_check.sh --download   # here, once, with the internet: fills .whl/ (about 4 MB, git-ignored)
+    # then the device tool, in the same checkout (at most about 6.5 minutes; the parts' budgets add up to 5.7):
+    #   run(command="set -o pipefail; bash benchmarks/gpu_check.sh --out $OUT 2>&1 | tee $OUT/gpu_check.log",
+    #       carry=[".whl"], timeout_s=450)
+    # a rerun of the parts that failed, on half their budgets (about 3 minutes):
+    #   run(command="set -o pipefail; bash benchmarks/gpu_check.sh --out $OUT --parts throughput,atari --budget-scale 0.5
+    #       2>&1 | tee $OUT/gpu_check.log", carry=[".whl"], timeout_s=240)
 
 Anywhere the package is installed::
 

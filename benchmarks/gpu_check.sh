@@ -2,11 +2,11 @@
 # benchmarks/gpu_check.py on a GPU machine that cannot reach a package registry.
 #
 #   bash benchmarks/gpu_check.sh --download   here, with the internet: the wheels the GPU image lacks, into .whl/ (git-ignored)
-#   bash benchmarks/gpu_check.sh ARGS...      there: installs .whl/ into /tmp/site, then python3 benchmarks/gpu_check.py ARGS...
+#   bash benchmarks/gpu_check.sh ARGS...      there: installs .whl/ (into $GPU_CHECK_SITE), then python3 benchmarks/gpu_check.py ARGS...
 #
 # The lent machine's image has torch, tensorboard, opencv, pytest, pandas and matplotlib, but not stable-baselines3,
 # gymnasium, ale-py (Atari, ROMs included) or moviepy<2 (TensorBoard videos). The device tool carries .whl/:
-#   run(command="bash benchmarks/gpu_check.sh --out $OUT 2>&1 | tee $OUT/gpu_check.log", carry=[".whl"], timeout_s=420)
+#   run(command="set -o pipefail; bash benchmarks/gpu_check.sh --out $OUT 2>&1 | tee $OUT/gpu_check.log", carry=[".whl"], timeout_s=450)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.whl

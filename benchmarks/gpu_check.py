@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name not in parts:
             report["parts"][name] = {"status": "skipped", "notes": ["not in --parts"]}
             continue
-        budget = args.budget_scale * BUDGETS[name][args.quick] if name in BUDGETS else 60.0
+        budget = args.budget_scale * BUDGETS[name][1 if args.quick else 0] if name in BUDGETS else 60.0
         log(f"{name} (budget {budget:.0f} s)")
         began = time.perf_counter()
         try:
@@ -493,9 +493,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result.update(seconds=time.perf_counter() - began, budget_s=budget)
         report["parts"][name] = result
         free_gpu_memory(device)
-        summary = write(report, args.out)
+        write(report, args.out)
         log(f"{name}: {result['status']} in {result['seconds']:.0f} s")
-    print(summary, flush=True)
+    print(write(report, args.out), flush=True)
     return report
 
 

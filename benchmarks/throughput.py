@@ -7,6 +7,7 @@ Examples::
     python benchmarks/throughput.py --size tiny --policy cnn
     python benchmarks/throughput.py --size base --batch-scale 0.125 --repeats 3 --skip-naive
     python benchmarks/throughput.py --size base --policy cnn --device cuda --replay-on-device --bf16
+    python benchmarks/throughput.py --size base --policy cnn --device cuda --replay-on-device --matmul-precision highest
     python benchmarks/throughput.py --size tiny --policy cnn --imagine-batch-size 256 --threads 1 --skip-naive
     python benchmarks/throughput.py --size tiny --policy cnn --image-size 64 --imagine-batch-size 256 --threads 1 --skip-naive
 
@@ -232,8 +233,18 @@ def make_model(args: argparse.Namespace, prior: str, starts: str, device: th.dev
         seed=args.seed,
         **extra_kwargs(args),
     )
+    if args.matmul_precision:  # after the constructor, which asks for TF32 on CUDA
+        set_matmul_precision(args.matmul_precision)
     model.learn(args.fill)  # random actions only: fills the replay buffer, no update yet
     return model
+
+
+def set_matmul_precision(precision: str) -> None:
+    """float32 matrix products and cuDNN convolutions: ``"highest"`` (IEEE fp32) or ``"high"`` (TF32 where the GPU has it).
+
+    A process-wide torch setting, as GITSTORM's own choice of ``"high"`` on CUDA."""
+    th.set_float32_matmul_precision(precision)
+    th.backends.cudnn.allow_tf32 = precision != "highest"
 
 
 def extra_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -376,7 +387,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         print(
             f"\n== size={args.size} policy={args.policy} image_size={model_image_size(args)} "
             f"prior={r['prior']} imagine_starts={r['imagine_starts']} "
-            f"device={args.device} =="
+            f"device={args.device} bf16={args.bf16} matmul_precision={args.matmul_precision or 'default'} =="
         )
         first = "kv-cache" if r["kv_cache"] else "no-kv-cache"
         second = "no-kv-cache" if naive else ""
@@ -416,7 +427,9 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with the size- and device-dependent defaults filled in (also for other scripts:
+    ``measure(parse_args([...]), prior, starts, device)`` times one configuration)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "small", "base"], default="tiny")
     parser.add_argument("--policy", choices=["mlp", "cnn"], default="mlp", help="MlpPolicy (CartPole) or CnnPolicy (64x64 RGB)")
@@ -442,6 +455,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--replay-on-device", action="store_true", help="keep the replay buffer on --device as torch tensors")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (mixed_precision=True)")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["highest", "high"],
+        default=None,
+        help="float32 matmuls and convolutions: highest (IEEE fp32) or high (TF32 on CUDA); default: GITSTORM's (high on CUDA)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -450,15 +469,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = th.device(args.device)
     if device.type == "cuda" and not th.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device")
-    if args.threads:
-        th.set_num_threads(args.threads)
     cpu_defaults = {"tiny": (10, 10), "small": (5, 4), "base": (3, 2)}
     repeats, loop_steps = cpu_defaults[args.size] if device.type == "cpu" else (10, 10)
     args.repeats = args.repeats or repeats
     args.loop_steps = args.loop_steps or loop_steps
     args.imagine_batch = args.imagine_batch_size or max(1, round(1024 * args.batch_scale))
     ModelConfig.from_size(args.size)  # fail early on a bad size
+    return args
 
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = th.device(args.device)
+    if args.threads:
+        th.set_num_threads(args.threads)
     info = machine_info(device)
     priors = ["maskgit", "mlp"] if args.prior == "both" else [args.prior]
     starts = ["replay", "batch"] if args.imagine_starts == "both" else [args.imagine_starts]

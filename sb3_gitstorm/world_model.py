@@ -32,7 +32,6 @@ from torch import nn
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import (
     SymlogTwoHot,
-    categorical_kl,
     kl_balance,
     sample_one_hot,
     sample_unimix,
@@ -126,10 +125,13 @@ class WorldModelLoss(NamedTuple):
     ``kl_dynamics`` / ``kl_representation`` are the clipped (free-bits) loss terms, ``kl`` the raw
     KL between posterior and prior on the same tokens, ``prior_token_ce`` the prior's
     cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT), and
-    ``imagination_kl`` the KL from the posterior to the prior *as imagination samples it*, over all
-    tokens (for MaskGIT: the decoding schedule's passes, teacher-forced with the posterior sample),
-    the number to compare between priors. ``tokens`` (long ``(B, L, K)``) is the posterior sample of
-    every step, from which imagination can start (:meth:`WorldModel.observe_windows`).
+    ``imagination_kl`` the KL over all tokens from the posterior to the distribution imagination samples
+    ``z_{t+1}`` from, the number to compare between priors (:meth:`~sb3_gitstorm.priors.LatentPrior.sampler_kl`): exact for
+    one-pass priors (the MLP prior, MaskGIT 1/1/1), an upper bound estimated with
+    ``imagination_kl_orders`` decoding orders for a MaskGIT draft without revise rounds, and None (not
+    logged) with revise rounds, whose samples have no tractable likelihood (``prior.kl_kind``).
+    ``tokens`` (long ``(B, L, K)``) is the posterior sample of every step, from which imagination can
+    start (:meth:`WorldModel.observe_windows`).
     """
 
     total: th.Tensor
@@ -141,7 +143,7 @@ class WorldModelLoss(NamedTuple):
     kl: th.Tensor
     prior_token_ce: th.Tensor
     prior_mask_ratio: th.Tensor
-    imagination_kl: th.Tensor
+    imagination_kl: th.Tensor | None
     tokens: th.Tensor
 
     def terms(self) -> dict[str, th.Tensor]:
@@ -159,7 +161,9 @@ class WorldModelLoss(NamedTuple):
 
     def logs(self) -> dict[str, float]:
         """:meth:`terms` and the diagnostics that are not trained on, as floats."""
-        diagnostics = {"prior_mask_ratio": self.prior_mask_ratio, "imagination_kl": self.imagination_kl}
+        diagnostics = {"prior_mask_ratio": self.prior_mask_ratio}
+        if self.imagination_kl is not None:
+            diagnostics["imagination_kl"] = self.imagination_kl
         return {name: value.item() for name, value in (self.terms() | diagnostics).items()}
 
 
@@ -525,14 +529,11 @@ class WorldModel(nn.Module):
         next_post = post[:, 1:].reshape(prior.shape)
         kl_dyn, kl_rep, kl = kl_balance(next_post, prior, kl_tokens, step_mask, cfg.kl_free_bits)
 
-        with th.no_grad():
-            # A one-pass prior trained on every token was trained on what imagination samples: no second pass.
-            if self.prior.one_pass and bool(token_mask.all()):
-                imagined = prior
-            else:
-                imagined = self.prior.imagination_log_probs(prior_hidden, next_tokens)
-            token_kl = categorical_kl(next_post.float(), imagined.float()).sum(-1)
-            imagination_kl = (token_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
+        imagination_kl = None
+        if self.prior.kl_kind != "not_available":
+            with th.no_grad():
+                step_kl = self.prior.sampler_kl(next_post, prior_hidden, cfg.imagination_kl_orders)
+                imagination_kl = (step_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
 
         predicted = token_mask & step_mask[:, None]
         token_nll = -prior.gather(-1, next_tokens[..., None]).squeeze(-1)

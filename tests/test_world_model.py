@@ -14,6 +14,7 @@ from gymnasium import spaces
 from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.imagination import imagine, imagine_from_batch, sample_starts
+from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.transformer import segment_positions
 from sb3_gitstorm.world_model import WorldModel, motion_weights
 
@@ -60,6 +61,21 @@ def test_loss_and_gradients(prior: str, images: bool, action_space: spaces.Space
         assert 0.0 < float(loss.prior_mask_ratio) <= 1.0
     else:
         assert float(loss.prior_mask_ratio) == 1.0
+
+
+@pytest.mark.parametrize("decode, kind", [(DecodeSchedule(2, 1, 0), "upper_bound"), (DecodeSchedule(1, 2, 1), "not_available")])
+def test_imagination_kl_of_chunked_decoding(decode: DecodeSchedule, kind: str) -> None:
+    """A draft alone logs an upper bound of the KL (the prior's ``kl_kind``); revise rounds have no tractable
+    likelihood of their samples, so nothing is logged under the KL's name (it used to be a pseudo-likelihood)."""
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "maskgit", False, decode)
+    obs, actions, rewards, starts = batch(VECTOR, spaces.Discrete(3))
+    loss = wm.loss(obs, actions, rewards, rewards > 0.9, starts)
+    if kind == "not_available":
+        assert loss.imagination_kl is None and "imagination_kl" not in loss.logs()
+    else:
+        assert float(loss.imagination_kl) > 0 and "imagination_kl" in loss.logs()
+    assert wm.prior.kl_kind == kind
 
 
 def test_world_model_fits_a_small_batch() -> None:

@@ -126,7 +126,8 @@ class WorldModelLoss(NamedTuple):
     KL between posterior and prior on the same tokens, ``prior_token_ce`` the prior's
     cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT), and
     ``imagination_kl`` the KL over all tokens from the posterior to the distribution imagination samples
-    ``z_{t+1}`` from, the number to compare between priors (:meth:`~sb3_gitstorm.priors.LatentPrior.sampler_kl`): exact for
+    ``z_{t+1}`` from, with ``h_t`` of the sequence model in eval mode (no dropout) as in imagination, the
+    number to compare between priors (:meth:`~sb3_gitstorm.priors.LatentPrior.sampler_kl`): exact for
     one-pass priors (the MLP prior, MaskGIT 1/1/1), an upper bound estimated with
     ``imagination_kl_orders`` decoding orders for a MaskGIT draft without revise rounds, and None (not
     logged) with revise rounds, whose samples have no tractable likelihood (``prior.kl_kind``).
@@ -472,6 +473,32 @@ class WorldModel(nn.Module):
         )
 
     # ---------------------------------------------------------------------------------- loss
+    def inference_hidden(self, inputs: th.Tensor, segments: th.Tensor, positions: th.Tensor, hidden: th.Tensor) -> th.Tensor:
+        """``h`` of the sequence model in eval mode (no dropout), as acting and imagination compute it.
+
+        Parameters
+        ----------
+        inputs : th.Tensor
+            ``(B, L, K*C + action_dim)`` sequence inputs of the training pass.
+        segments, positions : th.Tensor
+            Long ``(B, L)``, as in that pass.
+        hidden : th.Tensor
+            ``(B, L, hidden_dim)``: that pass's output, returned detached when it had no active dropout.
+
+        Returns
+        -------
+        th.Tensor
+            ``(B, L, hidden_dim)``, without gradient.
+        """
+        if not (self.transformer.training and self.config.dropout > 0):
+            return hidden.detach()
+        self.transformer.eval()
+        try:
+            with th.no_grad():
+                return self.transformer(inputs, segments, positions)
+        finally:
+            self.transformer.train()
+
     def loss(
         self,
         obs: th.Tensor,
@@ -515,7 +542,8 @@ class WorldModel(nn.Module):
             reconstruction = F.mse_loss(decoded, target, reduction="sum") / target.shape[0]
 
         segments, positions = segment_positions(episode_starts)
-        hidden = self.transformer(self.sequence_input(flat_latent, actions), segments, positions)
+        inputs = self.sequence_input(flat_latent, actions)
+        hidden = self.transformer(inputs, segments, positions)
         reward = self.twohot.loss(self.reward_head(hidden), rewards).mean()
         termination = F.binary_cross_entropy_with_logits(self.termination_head(hidden).squeeze(-1), terminated.float())
 
@@ -532,7 +560,8 @@ class WorldModel(nn.Module):
         imagination_kl = None
         if self.prior.kl_kind != "not_available":
             with th.no_grad():
-                step_kl = self.prior.sampler_kl(next_post, prior_hidden, cfg.imagination_kl_orders)
+                eval_hidden = self.inference_hidden(inputs, segments, positions, hidden)[:, :-1].reshape(-1, cfg.hidden_dim)
+                step_kl = self.prior.sampler_kl(next_post, eval_hidden, cfg.imagination_kl_orders)
                 imagination_kl = (step_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
 
         predicted = token_mask & step_mask[:, None]

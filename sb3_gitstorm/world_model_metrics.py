@@ -360,7 +360,8 @@ class OpenLoopEvaluator:
     video_features : I3DFeatures, optional
         Clip features for FVD (image models only); None skips FVD.
     prior_orders : int
-        Random decoding orders of the prior KL and perplexity bounds (``prior_kl_kind`` ``"upper_bound"``).
+        Random decoding orders of the prior KL and perplexity bounds (``prior_kl_kind`` ``"upper_bound"``);
+        they draw from their own random stream, so the imagined rollouts do not depend on them.
     """
 
     def __init__(
@@ -384,6 +385,7 @@ class OpenLoopEvaluator:
                 stacklevel=2,
             )
         self.model, self.context, self.horizon, self.samples, self.prior_orders = model, context, horizon, samples, prior_orders
+        self.prior_generator = th.Generator(model.device).manual_seed(0)
         self.world_model = model.policy.world_model.eval()
         self.images = self.world_model.is_image
         self.video_features = video_features if self.images else None
@@ -433,8 +435,9 @@ class OpenLoopEvaluator:
         prior_kl = prior_entropy = None
         if wm.prior.kl_kind != "not_available":
             flat_hidden = hidden.flatten(0, 1)
-            prior_kl = wm.prior.sampler_kl(repeat(posterior).flatten(0, 1), flat_hidden, self.prior_orders)
-            prior_entropy = wm.prior.sampler_entropy(flat_hidden, self.prior_orders) / wm.prior.num_tokens
+            orders, generator = self.prior_orders, self.prior_generator
+            prior_kl = wm.prior.sampler_kl(repeat(posterior).flatten(0, 1), flat_hidden, orders, generator)
+            prior_entropy = wm.prior.sampler_entropy(flat_hidden, orders, generator) / wm.prior.num_tokens
         real = wm.preprocess(obs[:, c:].reshape(n * h, *obs.shape[2:]))
         frame = real.shape[1:]
         return OpenLoopPrediction(

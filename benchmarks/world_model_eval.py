@@ -59,11 +59,16 @@ SUMMARY_ROWS = [
     ("reward explained variance ↑ (0: no better than the mean reward)", "reward_explained_variance"),
     ("termination accuracy ↑", "termination_accuracy"),
     ("termination recall ↑", "termination_recall"),
-    ("KL(posterior ‖ prior) (nats) ↓", "kl"),
+    ("KL(posterior ‖ prior) (nats) ↓", "prior_kl"),
     ("prior perplexity", "prior_perplexity"),
     ("posterior perplexity", "posterior_perplexity"),
 ]
-PER_STEP_TABLES = [("frame PSNR (dB)", "psnr"), ("frame SSIM", "ssim"), ("frame MSE", "mse"), ("KL(posterior ‖ prior)", "kl")]
+PER_STEP_TABLES = [
+    ("frame PSNR (dB)", "psnr"),
+    ("frame SSIM", "ssim"),
+    ("frame MSE", "mse"),
+    ("KL(posterior ‖ prior)", "prior_kl"),
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, default=None, help="steps between windows (default: the horizon)")
     parser.add_argument("--policy", default="random", help="'random' or a GITSTORM .zip that plays the episodes")
     parser.add_argument("--i3d", default=None, help="I3D TorchScript file (StyleGAN-V i3d_torchscript.pt) for FVD")
+    parser.add_argument("--prior-orders", type=int, default=32, help="decoding orders of a MaskGIT draft's KL bound")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per imagination batch")
     parser.add_argument("--strip-windows", type=int, default=2, help="windows drawn in the rollout pictures")
     parser.add_argument("--seed", type=int, default=0)
@@ -150,7 +156,10 @@ def markdown(report: dict[str, Any]) -> str:
         for label, key in SUMMARY_ROWS
         if any(m["metrics"][key] is not None for m in models.values())
     ]
-    rows.append(("KL at step 1 (teacher-forced)", [fmt(m["metrics"]["kl_per_step"][0]) for m in models.values()]))
+    rows.append(
+        ("KL at step 1 (teacher-forced)", [fmt((m["metrics"]["prior_kl_per_step"] or [None])[0]) for m in models.values()])
+    )
+    rows.append(("prior KL and perplexity are", [m["metrics"]["prior_kl_kind"] for m in models.values()]))
     lines += table("metric", rows)
     for title, key in PER_STEP_TABLES:
         columns = [m["metrics"].get(f"{key}_per_step") or [None] * s["horizon"] for m in models.values()]
@@ -185,7 +194,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for path, model in zip(args.models, models, strict=True):
         try:
             check_compatible(model, env.observation_space, env.action_space)
-            evaluators.append(OpenLoopEvaluator(model, args.context, args.horizon, args.samples, video_features))
+            evaluators.append(
+                OpenLoopEvaluator(model, args.context, args.horizon, args.samples, video_features, args.prior_orders)
+            )
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from error
     behaviour = None if args.policy == "random" else GITSTORM.load(args.policy, device=args.device)
@@ -200,12 +211,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     notes = [
-        "Prior perplexity: exp of the mean entropy of the prior p(z_t+1 | h_t) as imagination samples it, over the "
-        "imagined steps, per latent token, so at most latent_classes (for MaskGIT with draft / revise settings "
-        "1, 1, 1 the all-[MASK] pass; with chunked decoding each token's pass, teacher-forced with the real "
-        "frame's posterior mode); posterior perplexity: the same for q(z_t | o_t) on the real "
-        "frames. The paper's perplexities exceed 32 and so use another normalisation: compare models with each "
-        "other, not with its numbers.",
+        "KL(posterior ‖ prior) and prior perplexity are those of the distribution imagination samples z_t+1 from "
+        "at the imagined h_t: the KL from the real frame's posterior, summed over the latent tokens, and exp of the "
+        "entropy per latent token, so at most latent_classes. They are exact for one-pass priors (MLP, MaskGIT "
+        "1/1/1), upper bounds estimated over random decoding orders for a MaskGIT draft without revise rounds, "
+        "and not available (–) with revise rounds (row 'prior KL and perplexity are'). Posterior perplexity: "
+        "exp of the mean entropy of q(z_t | o_t) on the real frames. The paper's perplexities exceed 32 and so use "
+        "another normalisation: compare models with each other, not with its numbers.",
         "Reconstruction rows decode the posterior mode of the real frame: the floor the prediction error tends to.",
     ]
     if video_features is None:

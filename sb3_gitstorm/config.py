@@ -95,6 +95,12 @@ class ModelConfig:
     kl_rep_coef : float
         Weight of the representation KL, ``KL(posterior || sg(prior))`` (0.1; the authors use 1.0 for
         continuous control).
+    imagination_kl_orders : int
+        Random decoding orders per row of the logged ``world_model/imagination_kl`` for a MaskGIT draft
+        without revise rounds: an upper bound that tightens with more orders
+        (:meth:`~sb3_gitstorm.priors.MaskGITPrior.sampler_log_prob`), each costing ``draft_steps`` no-grad
+        passes of the prior over the batch (1: the order-averaged chain rule, as cheap as one draft; the
+        world-model metrics use more). Nothing else uses it.
     motion_weight : float
         Images only: the squared error of each pixel is weighted by ``1 + motion_weight * sd / mean(sd)``
         (normalised to mean 1 over the frame), ``sd`` the pixel's standard deviation over the frame's
@@ -146,6 +152,7 @@ class ModelConfig:
     maskgit_schedule: str = "decode"
     prior_kl_positions: str = "masked"
     prior_ce_coef: float = 0.0
+    imagination_kl_orders: int = 1
     kl_free_bits: float = 1.0
     kl_dyn_coef: float = 0.5
     kl_rep_coef: float = 0.1
@@ -174,6 +181,8 @@ class ModelConfig:
             raise ValueError(f"maskgit_schedule must be one of {MASKGIT_SCHEDULES}, got {self.maskgit_schedule!r}")
         if self.prior_kl_positions not in ("masked", "all"):
             raise ValueError(f"prior_kl_positions must be 'masked' or 'all', got {self.prior_kl_positions!r}")
+        if self.imagination_kl_orders < 1:
+            raise ValueError(f"imagination_kl_orders must be >= 1, got {self.imagination_kl_orders}")
         if self.motion_weight < 0.0:
             raise ValueError(f"motion_weight must be >= 0, got {self.motion_weight}")
         if not 0.0 <= self.unimix < 1.0:

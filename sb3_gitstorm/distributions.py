@@ -117,6 +117,14 @@ def sample_unimix(logits: th.Tensor, mix: float, generator: th.Generator | None 
     return th.where(use_uniform, uniform, indices)
 
 
+def entropy(log_probs: th.Tensor) -> th.Tensor:
+    """Entropy in nats of categoricals given as log-probabilities ``(..., C)``; shape ``(...)``.
+
+    ``entr(p) = -p log p`` is 0 at ``p = 0``, where ``p * log_p`` would be NaN.
+    """
+    return th.special.entr(log_probs.exp()).sum(-1)
+
+
 def categorical_kl(p_log_probs: th.Tensor, q_log_probs: th.Tensor) -> th.Tensor:
     """``KL(p || q)`` of categoricals given as log-probabilities, summed over the last axis."""
     return (p_log_probs.exp() * (p_log_probs - q_log_probs)).sum(-1)

@@ -32,7 +32,6 @@ from torch import nn
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import (
     SymlogTwoHot,
-    categorical_kl,
     kl_balance,
     sample_one_hot,
     sample_unimix,
@@ -130,10 +129,14 @@ class WorldModelLoss(NamedTuple):
     ``kl_dynamics`` / ``kl_representation`` are the clipped (free-bits) loss terms, ``kl`` the raw
     KL between posterior and prior on the same tokens, ``prior_token_ce`` the prior's
     cross-entropy on the tokens it was asked to predict (the masked tokens for MaskGIT), and
-    ``imagination_kl`` the KL from the posterior to the prior *as imagination samples it*, over all
-    tokens (for MaskGIT: the decoding schedule's passes, teacher-forced with the posterior sample),
-    the number to compare between priors. ``tokens`` (long ``(B, L, K)``) is the posterior sample of
-    every step, from which imagination can start (:meth:`WorldModel.observe_windows`).
+    ``imagination_kl`` the KL over all tokens from the posterior to the distribution imagination samples
+    ``z_{t+1}`` from, with ``h_t`` of the sequence model in eval mode (no dropout) as in imagination, the
+    number to compare between priors (:meth:`~sb3_gitstorm.priors.LatentPrior.sampler_kl`): exact for
+    one-pass priors (the MLP prior, MaskGIT 1/1/1), an upper bound estimated with
+    ``imagination_kl_orders`` decoding orders for a MaskGIT draft without revise rounds, and None (not
+    logged) with revise rounds, whose samples have no tractable likelihood (``prior.kl_kind``).
+    ``tokens`` (long ``(B, L, K)``) is the posterior sample of every step, from which imagination can
+    start (:meth:`WorldModel.observe_windows`).
     """
 
     total: th.Tensor
@@ -146,7 +149,7 @@ class WorldModelLoss(NamedTuple):
     kl: th.Tensor
     prior_token_ce: th.Tensor
     prior_mask_ratio: th.Tensor
-    imagination_kl: th.Tensor
+    imagination_kl: th.Tensor | None
     tokens: th.Tensor
 
     def terms(self) -> dict[str, th.Tensor]:
@@ -164,11 +167,9 @@ class WorldModelLoss(NamedTuple):
 
     def logs(self) -> dict[str, float]:
         """:meth:`terms` and the diagnostics that are not trained on, as floats."""
-        diagnostics = {
-            "reconstruction_error": self.reconstruction_error,
-            "prior_mask_ratio": self.prior_mask_ratio,
-            "imagination_kl": self.imagination_kl,
-        }
+        diagnostics = {"reconstruction_error": self.reconstruction_error, "prior_mask_ratio": self.prior_mask_ratio}
+        if self.imagination_kl is not None:
+            diagnostics["imagination_kl"] = self.imagination_kl
         return {name: value.item() for name, value in (self.terms() | diagnostics).items()}
 
 
@@ -494,6 +495,32 @@ class WorldModel(nn.Module):
         )
 
     # ---------------------------------------------------------------------------------- loss
+    def inference_hidden(self, inputs: th.Tensor, segments: th.Tensor, positions: th.Tensor, hidden: th.Tensor) -> th.Tensor:
+        """``h`` of the sequence model in eval mode (no dropout), as acting and imagination compute it.
+
+        Parameters
+        ----------
+        inputs : th.Tensor
+            ``(B, L, K*C + action_dim)`` sequence inputs of the training pass.
+        segments, positions : th.Tensor
+            Long ``(B, L)``, as in that pass.
+        hidden : th.Tensor
+            ``(B, L, hidden_dim)``: that pass's output, returned detached when it had no active dropout.
+
+        Returns
+        -------
+        th.Tensor
+            ``(B, L, hidden_dim)``, without gradient.
+        """
+        if not (self.transformer.training and self.config.dropout > 0):
+            return hidden.detach()
+        self.transformer.eval()
+        try:
+            with th.no_grad():
+                return self.transformer(inputs, segments, positions)
+        finally:
+            self.transformer.train()
+
     def loss(
         self,
         obs: th.Tensor,
@@ -539,7 +566,8 @@ class WorldModel(nn.Module):
             reconstruction_error = reconstruction.detach()
 
         segments, positions = segment_positions(episode_starts)
-        hidden = self.transformer(self.sequence_input(flat_latent, actions), segments, positions)
+        inputs = self.sequence_input(flat_latent, actions)
+        hidden = self.transformer(inputs, segments, positions)
         reward = self.twohot.loss(self.reward_head(hidden), rewards).mean()
         termination = F.binary_cross_entropy_with_logits(self.termination_head(hidden).squeeze(-1), terminated.float())
 
@@ -553,14 +581,12 @@ class WorldModel(nn.Module):
         next_post = post[:, 1:].reshape(prior.shape)
         kl_dyn, kl_rep, kl = kl_balance(next_post, prior, kl_tokens, step_mask, cfg.kl_free_bits)
 
-        with th.no_grad():
-            # A one-pass prior trained on every token was trained on what imagination samples: no second pass.
-            if self.prior.one_pass and bool(token_mask.all()):
-                imagined = prior
-            else:
-                imagined = self.prior.imagination_log_probs(prior_hidden, next_tokens)
-            token_kl = categorical_kl(next_post.float(), imagined.float()).sum(-1)
-            imagination_kl = (token_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
+        imagination_kl = None
+        if self.prior.kl_kind != "not_available":
+            with th.no_grad():
+                eval_hidden = self.inference_hidden(inputs, segments, positions, hidden)[:, :-1].reshape(-1, cfg.hidden_dim)
+                step_kl = self.prior.sampler_kl(next_post, eval_hidden, cfg.imagination_kl_orders)
+                imagination_kl = (step_kl * step_mask).sum() / step_mask.sum().clamp(min=1)
 
         predicted = token_mask & step_mask[:, None]
         token_nll = -prior.gather(-1, next_tokens[..., None]).squeeze(-1)

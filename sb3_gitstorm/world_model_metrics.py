@@ -6,14 +6,22 @@ frames. In every window the world model encodes the ``context`` real frames and 
 the decoded frames, rewards and terminations are compared with the real ones,
 step by step. The latent-space metrics are:
 
-- prior perplexity: ``exp`` of the mean entropy of the prior ``p(z_{t+1} | h_t)`` as imagination
-  samples it (:meth:`~sb3_gitstorm.priors.LatentPrior.imagination_log_probs`: for MaskGIT with the
-  paper's draft / revise settings (1, 1, 1) the all-[MASK] pass; with chunked decoding each token's
-  pass, teacher-forced with the posterior mode of the real frame) at the imagined steps, averaged
-  over latent tokens, so it lies in ``[1, latent_classes]``;
-- posterior perplexity: the same for the encoder's ``q(z_t | o_t)`` on the real frames;
-- KL: ``KL(q(z_{t+1} | o_{t+1}) || p(z_{t+1} | h_t))`` summed over all tokens, with the same prior
-  (at step 1, ``h_t`` comes from real frames only: the teacher-forced one-step KL).
+- prior KL (``prior_kl``): ``KL(q(z_{t+1} | o_{t+1}) || p(z_{t+1} | h_t))`` summed over all tokens, from the
+  encoder's posterior of the real frame to the distribution imagination samples ``z_{t+1}`` from at the
+  imagined ``h_t`` (at step 1, ``h_t`` comes from real frames only: the teacher-forced one-step KL);
+- prior perplexity: ``exp`` of that distribution's entropy per latent token (the joint entropy of the
+  ``K`` tokens over ``K``), so it lies in ``[1, latent_classes]``; for independent tokens, ``exp`` of the
+  tokens' mean entropy;
+- posterior perplexity: ``exp`` of the mean entropy of the encoder's ``q(z_t | o_t)`` on the real frames.
+
+How the prior KL and perplexity relate to the sampler's is ``prior_kl_kind`` (the prior's
+:attr:`~sb3_gitstorm.priors.LatentPrior.kl_kind`): ``"exact"`` for the one-pass priors (MLP,
+MaskGIT 1/1/1); ``"upper_bound"`` for a MaskGIT draft without revise rounds, a mixture over decoding
+orders, estimated at a sample of the posterior (KL) and at a fresh sample of the prior (entropy) with a
+log-mean-exp over ``prior_orders`` random orders: both upper bounds in expectation, tighter with more
+orders (:meth:`~sb3_gitstorm.priors.MaskGITPrior.sampler_log_prob`); ``"not_available"`` with revise
+rounds, whose samples have no tractable likelihood: both are None, and only sample-based metrics (the
+frames) compare such priors.
 
 FVD is the Fréchet distance between I3D features of the real and of the imagined clips
 (:class:`I3DFeatures`, from a user-supplied TorchScript file).
@@ -34,13 +42,14 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import maybe_transpose
 
-from sb3_gitstorm.distributions import categorical_kl, symexp
+from sb3_gitstorm.distributions import entropy, symexp
 from sb3_gitstorm.dreams import rgb
 from sb3_gitstorm.gitstorm import GITSTORM
 
 # ------------------------------------------------------------------------------------------- metrics
 
 IMAGE_METRICS = ("psnr", "ssim", "reconstruction_psnr", "reconstruction_ssim")  # None for vector models
+PRIOR_METRICS = ("prior_kl", "prior_perplexity")  # None where the prior's kl_kind is "not_available"
 REWARD_MOMENTS = ("real_reward", "real_reward_square")  # accumulated for the explained variance, not reported
 
 
@@ -116,14 +125,6 @@ def ssim(
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.flatten(1).mean(1).to(prediction.dtype)
-
-
-def entropy(log_probs: th.Tensor) -> th.Tensor:
-    """Entropy in nats of categoricals given as log-probabilities ``(..., C)``; shape ``(...)``.
-
-    ``entr(p) = -p log p`` is 0 at ``p = 0``, where ``p * log_p`` would be NaN.
-    """
-    return th.special.entr(log_probs.exp()).sum(-1)
 
 
 def perplexity(log_probs: th.Tensor) -> float:
@@ -326,8 +327,11 @@ class OpenLoopPrediction(NamedTuple):
         ``(N, H, *frame)``: the real frames through encoder (posterior mode) and decoder, for reference.
     rewards, continues : th.Tensor
         ``(N, S, H)``: predicted reward and continuation probability after each real action.
-    prior_log_probs : th.Tensor
-        ``(N, S, H, K, C)``: the prior of each imagined latent as imagination samples it.
+    prior_kl : th.Tensor or None
+        ``(N, S, H)``: ``KL(posterior || sampler)`` of each imagined latent, over all tokens (module docstring;
+        None where the prior's ``kl_kind`` is ``"not_available"``).
+    prior_entropy : th.Tensor or None
+        ``(N, S, H)``: entropy per token of the distribution each imagined latent was sampled from (idem).
     posterior_log_probs : th.Tensor
         ``(N, H, K, C)``: posterior of each real frame.
     """
@@ -337,7 +341,8 @@ class OpenLoopPrediction(NamedTuple):
     reconstructed: th.Tensor
     rewards: th.Tensor
     continues: th.Tensor
-    prior_log_probs: th.Tensor
+    prior_kl: th.Tensor | None
+    prior_entropy: th.Tensor | None
     posterior_log_probs: th.Tensor
 
 
@@ -354,13 +359,24 @@ class OpenLoopEvaluator:
         Imagined rollouts per window (the metrics average over them).
     video_features : I3DFeatures, optional
         Clip features for FVD (image models only); None skips FVD.
+    prior_orders : int
+        Random decoding orders of the prior KL and perplexity bounds (``prior_kl_kind`` ``"upper_bound"``);
+        they draw from their own random stream, so the imagined rollouts do not depend on them.
     """
 
     def __init__(
-        self, model: GITSTORM, context: int, horizon: int, samples: int = 1, video_features: I3DFeatures | None = None
+        self,
+        model: GITSTORM,
+        context: int,
+        horizon: int,
+        samples: int = 1,
+        video_features: I3DFeatures | None = None,
+        prior_orders: int = 32,
     ) -> None:
-        if context < 1 or horizon < 1 or samples < 1:
-            raise ValueError(f"context, horizon and samples must be >= 1, got {context}, {horizon}, {samples}")
+        if min(context, horizon, samples, prior_orders) < 1:
+            raise ValueError(
+                f"context, horizon, samples and prior_orders must be >= 1, got {context}, {horizon}, {samples}, {prior_orders}"
+            )
         model.policy.config.check_sequence_length("context - 1 + horizon", context - 1 + horizon)
         if context - 1 + horizon > model.batch_length:
             warnings.warn(
@@ -368,7 +384,8 @@ class OpenLoopEvaluator:
                 f"(batch_length {model.batch_length}): the sequence model never learned the positions past them",
                 stacklevel=2,
             )
-        self.model, self.context, self.horizon, self.samples = model, context, horizon, samples
+        self.model, self.context, self.horizon, self.samples, self.prior_orders = model, context, horizon, samples, prior_orders
+        self.prior_generator = th.Generator(model.device).manual_seed(0)
         self.world_model = model.policy.world_model.eval()
         self.images = self.world_model.is_image
         self.video_features = video_features if self.images else None
@@ -415,7 +432,12 @@ class OpenLoopEvaluator:
         latents, hidden = trajectory.latents[:, 1:], trajectory.hidden[:, 1:]
         posterior = wm.posterior(obs[:, c:])
         modes = wm.tokens_to_latent(posterior.argmax(-1))
-        prior = wm.prior.imagination_log_probs(hidden.reshape(-1, hidden.shape[-1]), repeat(posterior.argmax(-1)).flatten(0, 1))
+        prior_kl = prior_entropy = None
+        if wm.prior.kl_kind != "not_available":
+            flat_hidden = hidden.flatten(0, 1)
+            orders, generator = self.prior_orders, self.prior_generator
+            prior_kl = wm.prior.sampler_kl(repeat(posterior).flatten(0, 1), flat_hidden, orders, generator)
+            prior_entropy = wm.prior.sampler_entropy(flat_hidden, orders, generator) / wm.prior.num_tokens
         real = wm.preprocess(obs[:, c:].reshape(n * h, *obs.shape[2:]))
         frame = real.shape[1:]
         return OpenLoopPrediction(
@@ -424,7 +446,8 @@ class OpenLoopEvaluator:
             reconstructed=self._frames(wm.decode(modes)).reshape(n, h, *frame),
             rewards=trajectory.rewards.reshape(n, s, h),
             continues=trajectory.continues.reshape(n, s, h),
-            prior_log_probs=prior.reshape(n, s, h, *prior.shape[1:]),
+            prior_kl=None if prior_kl is None else prior_kl.reshape(n, s, h),
+            prior_entropy=None if prior_entropy is None else prior_entropy.reshape(n, s, h),
             posterior_log_probs=posterior,
         )
 
@@ -463,10 +486,10 @@ class OpenLoopEvaluator:
         self._add(REWARD_MOMENTS[1], rewards.square())
         self._add("termination_accuracy", predicted_terminated == terminated)
         self._add("termination_recall", predicted_terminated, where=terminated)
-        self._add("prior_entropy", entropy(p.prior_log_probs).mean(-1))
+        if p.prior_kl is not None and p.prior_entropy is not None:
+            self._add("prior_kl", p.prior_kl)
+            self._add("prior_entropy", p.prior_entropy)
         self._add("posterior_entropy", entropy(p.posterior_log_probs).mean(-1))
-        kl = categorical_kl(p.posterior_log_probs[:, None], p.prior_log_probs).sum(-1)
-        self._add("kl", kl)
         if self.video_features is not None:
             self.features["real"].append(self.video_features(p.real))
             self.features["predicted"].append(self.video_features(p.predicted.flatten(0, 1)))
@@ -477,9 +500,12 @@ class OpenLoopEvaluator:
         values (None where undefined, e.g. termination recall without terminations).
 
         Perplexities are ``exp`` of the mean entropies; the image metrics (:data:`IMAGE_METRICS`) of a
-        vector model and ``fvd`` without video features are None.
+        vector model and ``fvd`` without video features are None. ``prior_kl_kind`` says whether
+        ``prior_kl`` and ``prior_perplexity`` are ``"exact"``, ``"upper_bound"`` or ``"not_available"``
+        (then both are None; module docstring).
         """
-        result: dict[str, Any] = {"windows": self.windows, "terminations": self.terminations}
+        kind = self.world_model.prior.kl_kind
+        result: dict[str, Any] = {"windows": self.windows, "terminations": self.terminations, "prior_kl_kind": kind}
         result |= self._reward_explained_variance()
         for name, sums in self.sums.items():
             if name in REWARD_MOMENTS:
@@ -491,7 +517,7 @@ class OpenLoopEvaluator:
                 name, per_step, mean = name.replace("_entropy", "_perplexity"), per_step.exp(), mean.exp()
             result[name] = float(mean) if counts.sum() > 0 else None
             result[f"{name}_per_step"] = [float(v) if c > 0 else None for v, c in zip(per_step, counts, strict=True)]
-        for name in IMAGE_METRICS:
+        for name in (*IMAGE_METRICS, *PRIOR_METRICS):
             result.setdefault(name, None)
             result.setdefault(f"{name}_per_step", None)
         result["fvd"] = None

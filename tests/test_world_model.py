@@ -13,7 +13,9 @@ from gymnasium import spaces
 
 from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
+from sb3_gitstorm.distributions import categorical_kl
 from sb3_gitstorm.imagination import imagine, imagine_from_batch, sample_starts
+from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.transformer import segment_positions
 from sb3_gitstorm.world_model import WorldModel, motion_weights
 
@@ -60,6 +62,48 @@ def test_loss_and_gradients(prior: str, images: bool, action_space: spaces.Space
         assert 0.0 < float(loss.prior_mask_ratio) <= 1.0
     else:
         assert float(loss.prior_mask_ratio) == 1.0
+
+
+@pytest.mark.parametrize("prior", ["maskgit", "mlp"])
+def test_imagination_kl_uses_the_eval_mode_sequence_model(prior: str) -> None:
+    """``imagination_kl`` scores the prior at ``h_t`` as imagination computes it (no dropout), not at the
+    training pass's ``h_t``: the exact one-pass KL from the posterior of each next step."""
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, spaces.Discrete(3), dataclasses.replace(CFG, dropout=0.5), prior, False).train()
+    obs, actions, rewards, starts = batch(VECTOR, spaces.Discrete(3))
+    loss = wm.loss(obs, actions, rewards, rewards > 0.9, starts)
+    assert wm.training and wm.transformer.training  # the eval-mode pass leaves the training mode on
+    segments, positions = segment_positions(starts)
+    inputs = wm.sequence_input(wm.tokens_to_latent(loss.tokens), actions)
+    posterior = wm.posterior(obs)[:, 1:]
+    valid = ~starts[:, 1:]
+
+    def kl_at(hidden: th.Tensor) -> float:
+        prior_log_probs = wm.prior.log_probs(hidden[:, :-1].flatten(0, 1)).view(posterior.shape)
+        return float((categorical_kl(posterior, prior_log_probs).sum(-1) * valid).sum() / valid.sum())
+
+    with th.no_grad():
+        train_mode = kl_at(wm.transformer(inputs, segments, positions))
+        wm.eval()
+        eval_mode = kl_at(wm.transformer(inputs, segments, positions))
+    assert float(loss.imagination_kl) == pytest.approx(eval_mode, rel=1e-5)
+    assert abs(train_mode - eval_mode) > 1e-3  # dropout changes h: the test can tell the two apart
+    assert loss.logs()["imagination_kl"] == pytest.approx(eval_mode, rel=1e-5)
+
+
+@pytest.mark.parametrize("decode, kind", [(DecodeSchedule(2, 1, 0), "upper_bound"), (DecodeSchedule(1, 2, 1), "not_available")])
+def test_imagination_kl_of_chunked_decoding(decode: DecodeSchedule, kind: str) -> None:
+    """A draft alone logs an upper bound of the KL (the prior's ``kl_kind``); revise rounds have no tractable
+    likelihood of their samples, so nothing is logged under the KL's name (it used to be a pseudo-likelihood)."""
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "maskgit", False, decode)
+    obs, actions, rewards, starts = batch(VECTOR, spaces.Discrete(3))
+    loss = wm.loss(obs, actions, rewards, rewards > 0.9, starts)
+    if kind == "not_available":
+        assert loss.imagination_kl is None and "imagination_kl" not in loss.logs()
+    else:
+        assert float(loss.imagination_kl) > 0 and "imagination_kl" in loss.logs()
+    assert wm.prior.kl_kind == kind
 
 
 def test_world_model_fits_a_small_batch() -> None:

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -97,6 +98,40 @@ def test_perplexity() -> None:
     assert perplexity(th.stack([uniform, two_classes], 1)) == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("decode, kind", [((1, 1, 1), "exact"), ((2, 1, 0), "upper_bound"), ((1, 2, 1), "not_available")])
+def test_prior_kl_follows_what_imagination_samples(decode: tuple[int, int, int], kind: str, fast_kwargs: dict) -> None:
+    """The prior KL and perplexity are those of the distribution the decoding schedule samples from: exact for one
+    pass (no decoding orders involved), a bound estimated over decoding orders for a draft alone, and not
+    reported (None) with revise rounds, whose samples have no tractable likelihood."""
+    draft, revise, rounds = decode
+    model = GITSTORM("MlpPolicy", "CartPole-v1", draft_steps=draft, revise_steps=revise, revise_rounds=rounds, **fast_kwargs)
+    episodes = [collect_episode(gym.make("CartPole-v1"), seed=i) for i in range(2)]
+    windows = gather_windows(episodes, window_starts(episodes, 2, 3, stride=2), 2, 3)
+
+    def evaluate(orders: int) -> dict:
+        evaluator = OpenLoopEvaluator(model, context=2, horizon=3, samples=2, prior_orders=orders)
+        th.manual_seed(0)
+        evaluator.add(windows)
+        evaluator.add(windows)  # the second batch imagines the same whatever the orders: they have their own stream
+        return evaluator.summary()
+
+    metrics = evaluate(1)
+    assert metrics["prior_kl_kind"] == kind
+    if kind == "not_available":
+        assert metrics["prior_kl"] is None and metrics["prior_kl_per_step"] is None and metrics["prior_perplexity"] is None
+        assert 1.0 <= metrics["posterior_perplexity"] <= 8.0
+        return
+    assert metrics["prior_kl"] > 0 and 1.0 <= metrics["prior_perplexity"] <= 8.0
+    more_orders = evaluate(8)
+    assert more_orders["mse_per_step"] == metrics["mse_per_step"]
+    if kind == "exact":
+        assert more_orders["prior_kl"] == metrics["prior_kl"] and more_orders["prior_perplexity"] == metrics["prior_perplexity"]
+    else:
+        assert more_orders["prior_kl"] != metrics["prior_kl"]
+    with pytest.raises(ValueError, match="prior_orders"):
+        OpenLoopEvaluator(model, context=2, horizon=3, prior_orders=0)
+
+
 def make_episode(length: int, terminated: bool) -> Episode:
     return Episode(
         observations=np.arange(length + 1, dtype=np.float32)[:, None],
@@ -136,15 +171,15 @@ def test_reward_explained_variance(monkeypatch: pytest.MonkeyPatch, fast_kwargs:
 
     def evaluate(predicted: np.ndarray, rewards: np.ndarray = real) -> dict:
         windows = Windows(np.zeros((n, 2 + h, 4)), np.zeros((n, 1 + h)), rewards, np.zeros((n, h), bool), np.zeros(n, bool))
-        log_probs = th.full((n, 1, h, 8, 8), -math.log(8.0))
         prediction = OpenLoopPrediction(
             real=th.zeros(n, h, 4),
             predicted=th.zeros(n, 1, h, 4),
             reconstructed=th.zeros(n, h, 4),
             rewards=th.as_tensor(predicted, dtype=th.float32)[:, None],
             continues=th.ones(n, 1, h),
-            prior_log_probs=log_probs,
-            posterior_log_probs=log_probs[:, 0],
+            prior_kl=th.zeros(n, 1, h),
+            prior_entropy=th.full((n, 1, h), math.log(8.0)),
+            posterior_log_probs=th.full((n, h, 8, 8), -math.log(8.0)),
         )
         evaluator = OpenLoopEvaluator(model, context=2, horizon=h)
         monkeypatch.setattr(evaluator, "predict", lambda _: prediction)
@@ -216,12 +251,21 @@ def test_gitstorm_vs_storm_end_to_end(tmp_path: Path, fast_kwargs: dict) -> None
     for name, entry in report["models"].items():
         assert entry["prior"] == name and entry["num_timesteps"] == 256
         metrics = entry["metrics"]
-        for key in ("mse", "psnr", "ssim", "fvd", "reward_abs_error", "reward_explained_variance", "termination_accuracy", "kl"):
+        for key in (
+            "mse",
+            "psnr",
+            "ssim",
+            "fvd",
+            "reward_abs_error",
+            "reward_explained_variance",
+            "termination_accuracy",
+            "prior_kl",
+        ):
             assert math.isfinite(metrics[key]), key
-        for key in ("psnr", "ssim", "mse", "kl", "prior_perplexity", "posterior_perplexity"):
+        for key in ("psnr", "ssim", "mse", "prior_kl", "prior_perplexity", "posterior_perplexity"):
             assert len(metrics[f"{key}_per_step"]) == 6 and all(math.isfinite(v) for v in metrics[f"{key}_per_step"])
         assert 0.0 <= metrics["ssim"] <= 1.0 and 0.0 <= metrics["termination_accuracy"] <= 1.0
-        assert metrics["fvd"] >= 0.0 and metrics["kl"] >= 0.0
+        assert metrics["fvd"] >= 0.0 and metrics["prior_kl"] >= 0.0 and metrics["prior_kl_kind"] == "exact"
         assert 1.0 <= metrics["prior_perplexity"] <= 8.0 and 1.0 <= metrics["posterior_perplexity"] <= 8.0
         with Image.open(out / name / "rollouts.gif") as gif:
             assert gif.n_frames == 6

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 import torch as th
 from torch import nn
 
+from sb3_gitstorm.distributions import categorical_kl, entropy, sample_categorical
+
 
 class LatentPrior(nn.Module, ABC):
     """Distribution of the next stochastic latent given the sequence model's output.
@@ -77,28 +79,91 @@ class LatentPrior(nn.Module, ABC):
         """Imagination samples every token in one pass from ``h_t`` alone (the distribution of :meth:`log_probs`)."""
         return True
 
-    def imagination_log_probs(self, hidden: th.Tensor, tokens: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        """Log-probabilities of ``z_{t+1}`` as imagination samples it, teacher-forced with ``tokens``.
+    @property
+    def kl_kind(self) -> str:
+        """What :meth:`sampler_kl` and :meth:`sampler_entropy` give for the distribution :meth:`sample` draws from.
 
-        For a one-pass prior this is :meth:`log_probs`; a prior that decodes tokens in several passes
-        conditions each token on ``tokens`` where sampling would condition on its own earlier draws.
+        - ``"exact"``: one-pass priors, whose samples are independent tokens with the :meth:`log_probs`
+          distribution: the KL and the entropy in closed form;
+        - ``"upper_bound"``: a stochastic estimate whose expectation is an upper bound
+          (:meth:`sampler_log_prob` is a lower bound in expectation), tighter with more ``num_orders``;
+        - ``"not_available"``: no tractable likelihood of the samples (e.g. MaskGIT's revise rounds); the
+          methods raise a ValueError, and samples must be judged another way (e.g. decoded and checked).
+        """
+        return "exact" if self.one_pass else "not_available"
+
+    def sampler_log_prob(
+        self, hidden: th.Tensor, tokens: th.Tensor, num_orders: int = 1, generator: th.Generator | None = None
+    ) -> th.Tensor:
+        """``log p(tokens | h_t)`` under the distribution :meth:`sample` draws from.
+
+        Exact for a one-pass prior (the sum of the tokens' :meth:`log_probs`); a prior that decodes in
+        several passes overrides it (see :attr:`kl_kind`).
 
         Parameters
         ----------
         hidden : th.Tensor
             ``(N, hidden_dim)``: ``h_t``.
         tokens : th.Tensor
-            Long ``(N, num_tokens)``: a sample of ``z_{t+1}`` (e.g. the posterior's).
+            Long ``(N, num_tokens)``: the latents to score.
+        num_orders : int
+            Random decoding orders to average over (priors whose sampler is a mixture over orders).
         generator : th.Generator, optional
-            Random generator for the decoding order.
+            Random generator for the decoding orders.
 
         Returns
         -------
         th.Tensor
-            Log-probabilities ``(N, num_tokens, num_classes)``; their KL from the posterior summed over
-            the tokens is the all-token KL of imagination.
+            ``(N,)`` log-probabilities (or their estimates), in nats.
         """
-        return self.log_probs(hidden)
+        if num_orders < 1:
+            raise ValueError(f"num_orders must be >= 1, got {num_orders}")
+        if self.kl_kind == "not_available":
+            raise ValueError(
+                f"{type(self).__name__}'s sampler has no tractable likelihood of its samples (kl_kind 'not_available')"
+            )
+        return self.log_probs(hidden).gather(-1, tokens[..., None]).squeeze(-1).sum(-1)
+
+    def sampler_kl(
+        self, posterior: th.Tensor, hidden: th.Tensor, num_orders: int = 1, generator: th.Generator | None = None
+    ) -> th.Tensor:
+        """``KL(q || p)`` over all tokens from a factorised posterior ``q`` to the distribution :meth:`sample` draws from.
+
+        ``"exact"`` (:attr:`kl_kind`): the per-token KLs in closed form. ``"upper_bound"``:
+        ``-H(q) - sampler_log_prob(z)`` with ``z`` drawn from ``q`` here; since ``sampler_log_prob`` is a lower
+        bound in expectation, this is an upper bound in expectation. ``"not_available"``: a ValueError.
+
+        Parameters
+        ----------
+        posterior : th.Tensor
+            ``(N, num_tokens, num_classes)`` log-probabilities of ``q``.
+        hidden : th.Tensor
+            ``(N, hidden_dim)``: ``h_t``.
+        num_orders, generator
+            See :meth:`sampler_log_prob` (the generator also draws ``z``).
+
+        Returns
+        -------
+        th.Tensor
+            ``(N,)`` KLs (or their estimates), in nats.
+        """
+        posterior = posterior.float()
+        if self.kl_kind == "exact":
+            return categorical_kl(posterior, self.log_probs(hidden).float()).sum(-1)
+        tokens = sample_categorical(posterior, generator)
+        return -entropy(posterior).sum(-1) - self.sampler_log_prob(hidden, tokens, num_orders, generator)
+
+    def sampler_entropy(self, hidden: th.Tensor, num_orders: int = 1, generator: th.Generator | None = None) -> th.Tensor:
+        """Entropy of the joint distribution of all tokens that :meth:`sample` draws from.
+
+        ``"exact"``: the sum of the tokens' entropies. ``"upper_bound"``: ``-sampler_log_prob(z)`` with ``z``
+        drawn here by :meth:`sample`, at least the entropy in expectation. ``"not_available"``: a ValueError.
+        The arguments are those of :meth:`sampler_kl` (the generator draws ``z``); returns ``(N,)`` entropies
+        (or their estimates), in nats.
+        """
+        if self.kl_kind == "exact":
+            return entropy(self.log_probs(hidden).float()).sum(-1)
+        return -self.sampler_log_prob(hidden, self.sample(hidden, generator), num_orders, generator)
 
     @abstractmethod
     def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:

@@ -267,24 +267,43 @@ class MaskGITPrior(LatentPrior):
         mask = training_mask(self.schedule, visible.shape[0], self.num_tokens, self.decode, hidden.device, generator)
         return self(hidden, visible.masked_fill(mask, self.mask_id)), mask
 
-    def imagination_log_probs(self, hidden: th.Tensor, tokens: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        """Teacher-forced log-probabilities of the pass that decodes each token in the last stage of sampling.
-
-        One all-``[MASK]`` pass for the one-pass schedules (exact); otherwise random chunks of the last
-        stage with ``tokens`` standing in for the sampled ones: each draft chunk given the earlier
-        chunks (the chain rule of the draft, exact in expectation), each revise chunk given all others.
-        """
+    @property
+    def kl_kind(self) -> str:
+        """``"exact"`` for the one-pass schedules, ``"upper_bound"`` for a draft alone (``revise_rounds=0``),
+        ``"not_available"`` with revise rounds: re-sampling chunks given all other tokens is a Markov chain
+        whose result has no closed-form likelihood (see :meth:`sampler_log_prob`)."""
         if self.one_pass:
-            return self.log_probs(hidden)
-        revise = self.decode.revise_rounds > 0
-        num_chunks = self.decode.revise_steps if revise else self.decode.draft_steps
-        chunks = random_chunks(tokens.shape[0], self.num_tokens, num_chunks, tokens.device, generator)
-        out = th.empty(*tokens.shape, self.num_classes, device=hidden.device)
-        for i in range(num_chunks):
-            hidden_from = chunks == i if revise else chunks >= i
-            log_probs = self(hidden, tokens.masked_fill(hidden_from, self.mask_id))
-            out = th.where((chunks == i)[..., None], log_probs.to(out.dtype), out)
-        return out
+            return "exact"
+        return "not_available" if self.decode.revise_rounds else "upper_bound"
+
+    def sampler_log_prob(
+        self, hidden: th.Tensor, tokens: th.Tensor, num_orders: int = 1, generator: th.Generator | None = None
+    ) -> th.Tensor:
+        """``log p(tokens | h_t)`` of the draft, a mixture over decoding orders, as a log-mean-exp over ``num_orders`` orders.
+
+        A draft of ``T`` chunks in a random order ``o`` (:func:`random_chunks`) draws
+        ``p_o(z) = prod_i p(z_{chunk i} | h_t, z_{chunks < i})``, so its samples follow
+        ``p(z) = E_o p_o(z)``. With ``o_1 .. o_M`` drawn independently, ``log mean_j p_{o_j}(z)`` is at most
+        ``log p(z)`` in expectation (Jensen) and rises towards it with ``M`` (``M = 1``: the chain rule of one
+        order, the bound the order-averaged KL gives). Costs ``T * num_orders`` network calls on
+        ``N * num_orders`` rows. One-pass schedules: exact; revise rounds: a ValueError (:attr:`kl_kind`).
+        """
+        if self.kl_kind == "not_available":
+            raise ValueError(
+                f"MaskGIT decoding with revise rounds ({self.decode}) has no tractable likelihood of its samples: "
+                "each round re-samples chunks given all other tokens (kl_kind 'not_available'); judge its samples instead"
+            )
+        if self.kl_kind == "exact" or num_orders < 1:  # the base class scores one pass and checks num_orders
+            return super().sampler_log_prob(hidden, tokens, num_orders, generator)
+        steps = self.decode.draft_steps
+        rows_hidden, rows_tokens = hidden.repeat(num_orders, 1), tokens.repeat(num_orders, 1)
+        chunks = random_chunks(rows_tokens.shape[0], self.num_tokens, steps, tokens.device, generator)
+        log_prob = th.zeros(rows_tokens.shape[0], device=hidden.device)
+        for i in range(steps):
+            log_probs = self(rows_hidden, rows_tokens.masked_fill(chunks >= i, self.mask_id))
+            token_log_probs = log_probs.gather(-1, rows_tokens[..., None]).squeeze(-1)
+            log_prob = log_prob + th.where(chunks == i, token_log_probs, 0.0).sum(-1)
+        return th.logsumexp(log_prob.view(num_orders, -1), 0) - math.log(num_orders)
 
     def resample(
         self, hidden: th.Tensor, tokens: th.Tensor, positions: th.Tensor, generator: th.Generator | None = None

@@ -289,9 +289,9 @@ def print_report(summary: dict[str, Any], info: dict[str, Any], command: str) ->
     load = [[round(x, 1) for x in info[key] or ()] for key in ("load_average", "load_average_end")]
     print(f"\n{info['date']} | {info['cpu']} | {info['torch_threads']} torch thread(s) | torch {info['torch']}")
     print(f"load average {load[0]} -> {load[1]} | {command}\n")
-    print(f"{'median s/step':26s}{'cpu':>8s}{'wall':>8s}")
+    print(f"{'median s/step':30s}{'cpu':>8s}{'wall':>8s}")
     for name, s in summary["seconds_per_step"].items():
-        print(f"{name:26s}{s['cpu']:>8.2f}{s['wall']:>8.2f}")
+        print(f"{name:30s}{s['cpu']:>8.2f}{s['wall']:>8.2f}")
     if summary["ratios"]:
         print(f"\n{'ours / theirs':42s}{'cpu':>7s}{'(rounds)':>12s}{'wall':>7s}{'(rounds)':>12s}")
         for pair, r in summary["ratios"].items():

@@ -134,7 +134,8 @@ class WorldModelLoss(NamedTuple):
     number to compare between priors (:meth:`~sb3_gitstorm.priors.LatentPrior.sampler_kl`): exact for
     one-pass priors (the MLP prior, MaskGIT 1/1/1), an upper bound estimated with
     ``imagination_kl_orders`` decoding orders for a MaskGIT draft without revise rounds, and None (not
-    logged) with revise rounds, whose samples have no tractable likelihood (``prior.kl_kind``).
+    logged) with revise rounds, whose samples have no tractable likelihood (``prior.kl_kind``), or when
+    ``imagination_kl_orders`` is 0 (the diagnostic's extra no-grad passes are skipped).
     ``tokens`` (long ``(B, L, K)``) is the posterior sample of every step, from which imagination can
     start (:meth:`WorldModel.observe_windows`).
     """
@@ -582,7 +583,7 @@ class WorldModel(nn.Module):
         kl_dyn, kl_rep, kl = kl_balance(next_post, prior, kl_tokens, step_mask, cfg.kl_free_bits)
 
         imagination_kl = None
-        if self.prior.kl_kind != "not_available":
+        if cfg.imagination_kl_orders > 0 and self.prior.kl_kind != "not_available":
             with th.no_grad():
                 eval_hidden = self.inference_hidden(inputs, segments, positions, hidden)[:, :-1].reshape(-1, cfg.hidden_dim)
                 step_kl = self.prior.sampler_kl(next_post, eval_hidden, cfg.imagination_kl_orders)

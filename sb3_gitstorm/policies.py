@@ -30,6 +30,8 @@ from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.world_model import ModelState, WorldModel
 
+__all__ = ["CnnPolicy", "ContextState", "GITSTORMPolicy", "MlpPolicy", "check_env", "check_spaces", "resize_images"]
+
 ContextState = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 

@@ -25,6 +25,15 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_gitstorm.buffers import SequenceReplayBuffer, load_sequence_buffer
 
+__all__ = [
+    "ResumableOffPolicyAlgorithm",
+    "atomic_write",
+    "check_model_zip",
+    "get_rng_states",
+    "latest_checkpoint",
+    "set_rng_states",
+]
+
 SelfResumable = TypeVar("SelfResumable", bound="ResumableOffPolicyAlgorithm")
 
 

@@ -46,6 +46,29 @@ from sb3_gitstorm.distributions import entropy, symexp
 from sb3_gitstorm.dreams import rgb
 from sb3_gitstorm.gitstorm import GITSTORM
 
+__all__ = [
+    "IMAGE_METRICS",
+    "REWARD_MOMENTS",
+    "Episode",
+    "I3DFeatures",
+    "OpenLoopEvaluator",
+    "OpenLoopPrediction",
+    "Windows",
+    "check_compatible",
+    "collect_episode",
+    "entropy",
+    "frechet_distance",
+    "gather_windows",
+    "gaussian_frechet_distance",
+    "gaussian_window",
+    "perplexity",
+    "psnr",
+    "rollout_pictures",
+    "ssim",
+    "tile",
+    "window_starts",
+]
+
 # ------------------------------------------------------------------------------------------- metrics
 
 IMAGE_METRICS = ("psnr", "ssim", "reconstruction_psnr", "reconstruction_ssim")  # None for vector models

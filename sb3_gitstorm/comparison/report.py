@@ -34,6 +34,18 @@ from sb3_gitstorm.comparison.sweep_config import BenchmarkConfig, EnvSettings, R
 from sb3_gitstorm.envs import ATARI_100K_SCORES, human_normalized_score
 from sb3_gitstorm.save_util import atomic_write
 
+__all__ = [
+    "METRICS",
+    "Cell",
+    "Estimate",
+    "Normalization",
+    "Report",
+    "aggregate_metrics",
+    "curve_band",
+    "improvement_probabilities",
+    "normalization",
+]
+
 METRICS: dict[str, Callable[[np.ndarray], float]] = {
     "IQM": metrics.aggregate_iqm,
     "mean": metrics.aggregate_mean,

@@ -16,14 +16,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from sb3_gitstorm.comparison.sweep_config import ALGORITHMS, RunSpec
-from sb3_gitstorm.zoo import default_conf_file
+from sb3_gitstorm.zoo import GitstormExperimentManager, default_conf_file
+
+__all__ = ["PROGRESS_PERIOD", "LearningCurve", "Queue", "RandomPolicy", "random_policy_score", "train_and_evaluate"]
 
 # Seconds between two progress messages of a run (each is a queue round trip, an actor call with Ray).
 PROGRESS_PERIOD = 1.0
@@ -83,7 +84,7 @@ class LearningCurve(BaseCallback):
 
 
 def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -> dict[str, Any]:
-    """Train one agent with rl_zoo3's ``ExperimentManager`` and evaluate it along the way.
+    """Train one agent with :class:`~sb3_gitstorm.zoo.GitstormExperimentManager` and evaluate it along the way.
 
     Parameters
     ----------
@@ -106,7 +107,7 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
     zoo_algo = ALGORITHMS[spec.algo].zoo_algo
     # rl_zoo3 prints its settings; the zoo's log folder (monitor files, config) is not kept.
     with tempfile.TemporaryDirectory() as log_folder, contextlib.redirect_stdout(io.StringIO()):
-        manager = ExperimentManager(
+        manager = GitstormExperimentManager(
             argparse.Namespace(),
             zoo_algo,
             spec.env_id,

@@ -36,6 +36,8 @@ from sb3_gitstorm.comparison.runner import random_policy_score, train_and_evalua
 from sb3_gitstorm.comparison.sweep_config import BenchmarkConfig, EnvSettings, RunSpec, env_slug
 from sb3_gitstorm.save_util import atomic_write
 
+__all__ = ["POLL_PERIOD", "LocalExecutor", "RayExecutor", "RunStore", "Sweep"]
+
 # How long the sweep waits for a finished task before it reads the queue again (seconds).
 POLL_PERIOD = 0.5
 

@@ -43,6 +43,22 @@ from gymnasium import spaces
 
 from sb3_gitstorm.envs import ATARI_100K_GAMES, DMC_TASKS, atari_id, dmc_id
 
+__all__ = [
+    "ALGORITHMS",
+    "REFERENCE_RETURNS",
+    "Algorithm",
+    "BenchmarkConfig",
+    "EnvSettings",
+    "RunSpec",
+    "Skip",
+    "action_space",
+    "atari_game",
+    "env_slug",
+    "load_config",
+    "parse_config",
+    "plan",
+]
+
 
 class Algorithm(NamedTuple):
     """A benchmarked algorithm: an ``rl_zoo3.ALGOS`` entry, fixed settings and the action spaces it supports."""

@@ -6,9 +6,9 @@ the trained agent's folder, as in rl_zoo3.
 
 from __future__ import annotations
 
-from rl_zoo3.enjoy import enjoy
+import sys
 
-import sb3_gitstorm.zoo  # noqa: F401  (registers GITSTORM and the environments)
+from sb3_gitstorm.zoo import run_zoo_script
 
 if __name__ == "__main__":
-    enjoy()
+    run_zoo_script("enjoy", sys.argv[1:])

@@ -15,10 +15,10 @@ import argparse
 import os
 import sys
 
-from rl_zoo3.train import train
-
 from sb3_gitstorm.save_util import latest_checkpoint
-from sb3_gitstorm.zoo import default_conf_file
+from sb3_gitstorm.zoo import default_conf_file, run_zoo_script
+
+__all__ = ["main", "with_default_conf_file", "with_latest_checkpoint"]
 
 
 def with_default_conf_file(argv: list[str]) -> list[str]:
@@ -47,8 +47,7 @@ def with_latest_checkpoint(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    sys.argv = [sys.argv[0], *with_latest_checkpoint(with_default_conf_file(sys.argv[1:]))]
-    train()
+    run_zoo_script("train", with_latest_checkpoint(with_default_conf_file(sys.argv[1:])))
 
 
 if __name__ == "__main__":

@@ -224,18 +224,12 @@ def ours_step_fn(variant: str, args: argparse.Namespace) -> tuple[Callable[[], N
     """A paper-size CnnPolicy GITSTORM (``variant`` = ``"<prior>:<imagine_starts>"``) on :class:`throughput.ImageEnv`
     after ``--fill`` random steps; returns one training step and its (batch length, context, horizon)."""
     prior, starts = variant.split(":")
-    options = argparse.Namespace(
-        batch_scale=args.batch_size / 16,
-        policy="cnn",
-        env=None,
-        fill=args.fill,
-        imagine_batch=args.imagine_batch_size,
-        size=args.size,
-        image_size=None,
-        seed=args.seed,
-        device="cpu",
-        replay_on_device=False,
-        bf16=False,
+    # throughput's own command line, so options it adds later get their defaults here too
+    options = throughput.parse_args(
+        [
+            *("--policy", "cnn", "--size", args.size, "--fill", str(args.fill), "--seed", str(args.seed)),
+            *("--batch-scale", str(args.batch_size / 16), "--imagine-batch-size", str(args.imagine_batch_size)),
+        ]
     )
     model = throughput.make_model(options, prior, starts, th.device("cpu"))
     lengths = (model.batch_length, model.imagine_context_length, model.imagine_horizon)

@@ -117,7 +117,7 @@ def test_imagination_kl_orders_zero_skips_the_diagnostic() -> None:
         losses.append(wm.loss(obs, actions, rewards, rewards > 0.9, starts))
     assert losses[1].imagination_kl is None and "imagination_kl" not in losses[1].logs()
     assert float(losses[0].imagination_kl) > 0
-    assert float(losses[1].total) == float(losses[0].total)
+    assert losses[1].total.item() == losses[0].total.item()
     with pytest.raises(ValueError, match="imagination_kl_orders"):
         dataclasses.replace(CFG, imagination_kl_orders=-1)
 

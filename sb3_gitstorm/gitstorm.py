@@ -71,7 +71,7 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         Polyak coefficient of the slow critic (0.02, i.e. EMA decay 0.98).
     actor_gradient : str
         ``"reinforce"`` (the paper) or ``"dynamics"``: back-propagate the imagined returns through the
-        world model (DreamerV1/V2; Box actions only).
+        world model, ``h`` and the straight-through latents ``z`` (DreamerV1/V2; Box actions only).
     prior : str
         ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
     draft_steps, revise_steps, revise_rounds : int

@@ -21,8 +21,11 @@ From a batch of real context windows ``o_1 .. o_T`` with actions ``a_1 .. a_T`` 
 With ``differentiable=True`` (dynamics backpropagation, ``actor_gradient="dynamics"``) the dream keeps
 the graph from each Box action, sampled with the reparameterisation trick, through ``h`` and the
 cached keys and values to the later rewards, continuations and states; the world model's weights are
-frozen meanwhile, so only the actor and the features receive gradients. The latents ``z`` stay
-discrete samples without gradient.
+frozen meanwhile, so only the actor and the features receive gradients. Each imagined latent ``z_{t+1}``
+is the discrete sample plus DreamerV2's straight-through term ``p - sg(p)`` of the prior probabilities it
+was drawn from, so the gradient also reaches ``h_t`` (and the actions before it) through ``z_{t+1}``; with a
+chunked MaskGIT schedule ``p`` is each token's last decoding pass
+(:meth:`~sb3_gitstorm.priors.MaskGITPrior.draw`).
 
 Every quantity respects episode boundaries inside the context window: if ``o_T`` starts an
 episode, ``h_{T-1}`` is zero (as when acting in the real environment) and no imagined token

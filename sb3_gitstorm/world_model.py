@@ -61,16 +61,24 @@ class Latents:
         ``(..., hidden_dim)``: ``h``, zero at an episode start.
     num_classes : int
         ``C``, the classes of each token.
+    straight_through : th.Tensor or None
+        ``(..., K, C)``, zero-valued: ``p - sg(p)`` for the probabilities ``p`` the prior drew ``z`` from,
+        in a differentiable dream (DreamerV2's straight-through gradient into ``z``); None elsewhere.
     """
 
     tokens: th.Tensor
     hidden: th.Tensor
     num_classes: int
+    straight_through: th.Tensor | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def latents(self) -> th.Tensor:
-        """Flat one-hot latents ``(..., K*C)`` (decodable into observations)."""
-        return F.one_hot(self.tokens, self.num_classes).float().flatten(-2)
+        """Flat one-hot latents ``(..., K*C)`` (decodable into observations), with the straight-through
+        gradient where there is one."""
+        one_hot = F.one_hot(self.tokens, self.num_classes).float()
+        if self.straight_through is not None:
+            one_hot = one_hot + self.straight_through
+        return one_hot.flatten(-2)
 
     @property
     def features(self) -> th.Tensor:
@@ -430,9 +438,13 @@ class WorldModel(nn.Module):
         """
         token = self.sequence_input(state.latents, action)[:, None]
         hidden = self.transformer(token, state.segment, state.position, state.cache)[:, 0]
-        with th.no_grad():  # z is discrete: a differentiable rollout's gradients flow through h only
-            tokens = self.prior.sample(hidden)
-        return dataclasses.replace(state, tokens=tokens, hidden=hidden, position=state.position + 1)
+        # In a differentiable dream z_{t+1} carries the straight-through gradient of its probabilities
+        # (DreamerV2); elsewhere the sample alone, without building them.
+        tokens, probs = self.prior.draw(hidden, probabilities=hidden.requires_grad)
+        straight_through = None if probs is None else probs - probs.detach()
+        return dataclasses.replace(
+            state, tokens=tokens, hidden=hidden, position=state.position + 1, straight_through=straight_through
+        )
 
     def dream(self, start: ModelState, horizon: int, policy: DreamPolicy | th.Tensor) -> ImaginedTrajectory:
         """Imagine ``horizon`` steps from ``start``.
@@ -458,6 +470,10 @@ class WorldModel(nn.Module):
             states.append(self.step(states[-1], action))
         # Reward and continuation heads once over all steps: one large batch instead of H small ones.
         after = th.stack([s.hidden for s in states[1:]], 1)
+        straight_through = None
+        if any(s.straight_through is not None for s in states):  # the real start z_0 has none
+            zero = th.zeros(*start.tokens.shape, self.config.latent_classes, device=start.tokens.device)
+            straight_through = th.stack([zero if s.straight_through is None else s.straight_through for s in states], 1)
         return ImaginedTrajectory(
             tokens=th.stack([s.tokens for s in states], 1),
             hidden=th.cat([start.hidden[:, None], after], 1),
@@ -465,6 +481,7 @@ class WorldModel(nn.Module):
             actions=th.stack(raw_actions, 1),
             rewards=self.reward(after),
             continues=self.continuation(after),
+            straight_through=straight_through,
         )
 
     # ---------------------------------------------------------------------------------- loss

@@ -229,7 +229,7 @@ def test_resample_changes_only_remasked_positions() -> None:
     gen = th.Generator().manual_seed(3)
     tokens = th.randint(C, (64, K), generator=gen)
     positions = th.rand(64, K, generator=gen) < 0.4
-    out = prior.resample(th.randn(64, H), tokens, positions, gen)
+    out, _ = prior.resample(th.randn(64, H), tokens, positions, gen)
     assert th.equal(out[~positions], tokens[~positions])
     assert bool((out[positions] != tokens[positions]).any())  # something was actually re-drawn
 
@@ -239,7 +239,7 @@ def test_revise_round_resamples_each_chunk_given_the_rest() -> None:
     target = th.randint(C, (16, K), generator=th.Generator().manual_seed(0))
     prior = PeakedPrior(target)
     start = (target + 1) % C
-    out = prior.revise(th.zeros(16, H), start, num_chunks=4)
+    out, _ = prior.revise(th.zeros(16, H), start, num_chunks=4)
     assert len(prior.inputs) == 4
     masked = [inp == prior.mask_id for inp in prior.inputs]
     assert bool((th.stack(masked).sum(0) == 1).all())  # every position re-masked exactly once

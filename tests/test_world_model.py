@@ -170,7 +170,8 @@ def test_batch_starts_equal_a_naive_recomputation(action_space: spaces.Space) ->
 
 def test_differentiable_dream_has_the_gradient_of_the_uncached_sequence_model() -> None:
     """Dynamics backpropagation: through the key/value cache, the gradient of the imagined h with
-    respect to the actions is the one of running the sequence model over the whole sequence at once."""
+    respect to the actions is the one of running the sequence model over the whole sequence at once
+    (the imagined latents with their straight-through gradient)."""
     th.manual_seed(0)
     space = spaces.Box(-1, 1, (2,), np.float32)
     wm = WorldModel(VECTOR, space, CFG, "maskgit", False).eval()
@@ -181,12 +182,12 @@ def test_differentiable_dream_has_the_gradient_of_the_uncached_sequence_model() 
     future = (th.rand(3, horizon, 2) * 2 - 1).requires_grad_()
     traj = wm.dream(start, horizon, future)
     weights = th.randn(3, horizon, CFG.hidden_dim)  # any function of the imagined h
-    (traj.hidden[:, 1:] * weights).sum().backward()
+    (traj.hidden[:, 1:] * weights).sum().backward(retain_graph=True)  # the latents' graph is used again below
     cached, future.grad = future.grad, None
-    seq_tokens = th.cat([tokens, traj.tokens[:, 1:horizon]], 1)
+    seq_latents = th.cat([wm.tokens_to_latent(tokens), traj.latents[:, 1:horizon]], 1)
     seq_actions = th.cat([actions[:, :-1], future], 1)
     segments, positions = segment_positions(th.cat([episode_starts, th.zeros(3, horizon - 1, dtype=th.bool)], 1))
-    out = wm.transformer(wm.sequence_input(wm.tokens_to_latent(seq_tokens), seq_actions), segments, positions)
+    out = wm.transformer(wm.sequence_input(seq_latents, seq_actions), segments, positions)
     (out[:, -horizon:] * weights).sum().backward()
     th.testing.assert_close(cached, future.grad, rtol=1e-4, atol=1e-6)
     assert bool((cached.abs().sum(-1) > 0).all())

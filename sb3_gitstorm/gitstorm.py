@@ -58,12 +58,12 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
     batch_size, batch_length : int
         World-model batch: ``batch_size`` windows of ``batch_length`` steps (16 x 64).
     imagine_batch_size, imagine_context_length, imagine_horizon : int
-        Imagination: start states, the real steps before each (at least, with ``"batch"`` starts) and
-        the imagined steps (1024, 8, 16).
+        Imagination: start states, the real steps of each start's context (the start included: the
+        acting context too) and the imagined steps (1024, 8, 16).
     imagine_starts : str
         ``"replay"`` (the paper): at the end of fresh replay windows, encoded again; ``"batch"``
-        (DreamerV3): at states inside the world-model update's windows, no second encoding (needs
-        ``batch_length >= imagine_context_length - 1 + imagine_horizon``).
+        (DreamerV3): at states inside the world-model update's windows, no second encoding, each with
+        the same ``imagine_context_length`` steps of context (needs ``batch_length >= imagine_context_length``).
     train_freq, gradient_steps : int or tuple, int
         As in SB3: update every ``train_freq`` steps (or ``(n, "episode")``), ``gradient_steps`` times.
     gamma, gae_lambda, ent_coef, tau : float
@@ -334,14 +334,14 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         """4. Roll the world model forward from ``imagine_batch_size`` real states: inside the
         world-model ``batch`` with its posterior ``tokens`` or at the end of fresh replay windows."""
         world_model, actor = self.policy.world_model, self.policy.actor_critic.actor
-        horizon, n_starts, min_history = self.imagine_horizon, self.imagine_batch_size, self.imagine_context_length - 1
+        horizon, n_starts, context_length = self.imagine_horizon, self.imagine_batch_size, self.imagine_context_length
         differentiable = self.actor_gradient == "dynamics"
         world_model.eval()
         with self.policy.autocast(self.mixed_precision):
             if self.imagine_starts == "batch":
                 starts = (tokens, batch.actions, batch.episode_starts)
-                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, min_history, differentiable)
-            context = self.replay_buffer.sample(n_starts, self.imagine_context_length)
+                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, context_length, differentiable)
+            context = self.replay_buffer.sample(n_starts, context_length)
             real = (context.observations, context.actions, context.episode_starts)
             return imagine(world_model, actor, *real, horizon, differentiable)
 

@@ -10,8 +10,7 @@
 The prior is STORM's linear head or GIT-STORM's MaskGIT transformer (:mod:`sb3_gitstorm.priors`).
 
 Everything outside the loss goes through three verbs: :meth:`WorldModel.observe` a real context
-(``h`` and a key/value cache from real tokens and actions; :meth:`WorldModel.observe_windows` for
-many states inside the world-model batch's windows at once), :meth:`WorldModel.step` one imagined
+(``h`` and a key/value cache from real tokens and actions), :meth:`WorldModel.step` one imagined
 transition, and :meth:`WorldModel.dream` a rollout of them (with an actor, or open loop with given
 actions). Acting, imagination, the TensorBoard dreams and the world-model metrics all use them.
 """
@@ -41,7 +40,7 @@ from sb3_gitstorm.distributions import (
 )
 from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, scale_output_init
 from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, make_prior
-from sb3_gitstorm.transformer import CausalTransformer, KVCache, WindowPrefix, autocast_dtype, segment_positions
+from sb3_gitstorm.transformer import CausalTransformer, KVCache, autocast_dtype, segment_positions
 
 ENCODE_CHUNK = 1024  # observations per encoder call when encoding without gradients
 # Images on CPU: 64 frames per call keep every activation of a chunk in cache and every tensor
@@ -137,7 +136,7 @@ class WorldModelLoss(NamedTuple):
     ``imagination_kl`` the KL from the posterior to the prior *as imagination samples it*, over all
     tokens (for MaskGIT: the decoding schedule's passes, teacher-forced with the posterior sample),
     the number to compare between priors. ``tokens`` (long ``(B, L, K)``) is the posterior sample of
-    every step, from which imagination can start (:meth:`WorldModel.observe_windows`).
+    every step, from which imagination can start (:func:`~sb3_gitstorm.imagination.imagine_from_batch`).
     """
 
     total: th.Tensor
@@ -376,54 +375,6 @@ class WorldModel(nn.Module):
             hidden = th.where(episode_starts[:, -1:], hidden, out[:, -1])
         # Imagined steps belong to the last step's episode and continue its positions.
         return ModelState(tokens[:, -1], hidden, self.config.latent_classes, cache, segments[:, -1:], positions[:, -1:])
-
-    def observe_windows(
-        self, tokens: th.Tensor, actions: th.Tensor, episode_starts: th.Tensor, starts: th.Tensor, horizon: int
-    ) -> ModelState:
-        """The states at steps ``starts`` of real windows, as :meth:`observe` of each window up to each start.
-
-        The sequence model runs once over every window; the ``S`` states of a window share its keys
-        and values (a :class:`~sb3_gitstorm.transformer.WindowPrefix`) instead of re-running their
-        contexts. Imagination from the world-model batch (``imagine_starts="batch"``) starts here.
-
-        Parameters
-        ----------
-        tokens : th.Tensor
-            Long ``(W, L, K)``: ``z`` of every step of ``W`` windows.
-        actions : th.Tensor
-            ``(W, L)`` indices or ``(W, L, A)`` scaled actions.
-        episode_starts : th.Tensor
-            Bool ``(W, L)``.
-        starts : th.Tensor
-            Long ``(W, S)``: the step ``t`` of each state; the state is ``z_t`` and ``h_{t-1}`` from the
-            steps before ``t`` of its episode in its window (zero at an episode or window start).
-        horizon : int
-            Imagined steps to follow: each state's own cache gets room for them.
-
-        Returns
-        -------
-        ModelState
-            ``W * S`` states, window-major (state ``w * S + s`` is window ``w``, step ``starts[w, s]``).
-        """
-        windows, length = episode_starts.shape
-        segments, positions = segment_positions(episode_starts)
-        dtype = autocast_dtype(tokens.device)
-        window_cache = self.transformer.new_cache(windows, length, tokens.device, dtype)
-        out = self.transformer(self.sequence_input(self.tokens_to_latent(tokens), actions), segments, positions, window_cache)
-        hidden = th.cat([out.new_zeros(windows, 1, out.shape[-1]), out[:, :-1]], 1).masked_fill(episode_starts[..., None], 0.0)
-        start_segments = segments.gather(1, starts)
-        # A state attends to the steps before it of its own episode: keys j < t with t's segment id.
-        before = th.arange(length, device=starts.device) < starts[..., None]
-        mask = (before & (segments[:, None, :] == start_segments[..., None])).unsqueeze(1)
-        prefix = WindowPrefix(window_cache.keys, window_cache.values, mask)
-        cache = self.transformer.new_cache(starts.numel(), horizon, tokens.device, dtype, prefix)
-
-        def pick(x: th.Tensor) -> th.Tensor:  # (W, L, ...) at the starts -> (W * S, ...)
-            index = starts.view(*starts.shape, *([1] * (x.dim() - 2))).expand(*starts.shape, *x.shape[2:])
-            return x.gather(1, index).flatten(0, 1)
-
-        segment, position = pick(segments)[:, None], pick(positions)[:, None]
-        return ModelState(pick(tokens), pick(hidden.float()), self.config.latent_classes, cache, segment, position)
 
     def step(self, state: ModelState, action: th.Tensor) -> ModelState:
         """One imagined transition: ``h_t`` from ``(z_t, a_t)`` through the cached sequence model, then

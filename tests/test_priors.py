@@ -283,3 +283,23 @@ def test_trained_maskgit_prior_samples_its_targets() -> None:
     with th.no_grad():
         accuracy = (prior.sample(hidden, generator=gen) == target).float().mean().item()
     assert accuracy > 0.95
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: MLPPrior(H, K, C, 0.01), maskgit, lambda: maskgit(decode=DecodeSchedule(draft_steps=4, revise_steps=2))],
+    ids=["mlp", "maskgit-one-pass", "maskgit-chunked"],
+)
+def test_draw_with_probabilities_is_the_same_sample_with_its_distribution(make) -> None:
+    """The straight-through path of a differentiable dream draws what imagination draws, and each token's
+    probabilities are the distribution it was drawn from, with a gradient to h."""
+    th.manual_seed(0)
+    prior, hidden = make(), th.randn(64, H, requires_grad=True)
+    tokens, probs = prior.draw(hidden, th.Generator().manual_seed(1), probabilities=True)
+    assert th.equal(tokens, prior.sample(hidden, th.Generator().manual_seed(1)))
+    assert probs is not None and probs.shape == (64, K, C)
+    th.testing.assert_close(probs.sum(-1), th.ones(64, K))
+    if prior.one_pass:
+        th.testing.assert_close(probs, prior.log_probs(hidden).exp())
+    (grad,) = th.autograd.grad((probs * th.randn(64, K, C)).sum(), hidden)
+    assert bool((grad.abs().sum(-1) > 0).all())

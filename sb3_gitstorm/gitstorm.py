@@ -70,18 +70,19 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
     imagine_batch_size : int
         Imagined rollouts (start states) per actor-critic update (1024).
     imagine_context_length : int
-        Real steps that lead to each start state (8, the start included); also the context the policy acts on:
-        the last ``imagine_context_length - 1`` steps of the episode give ``h_{t-1}``.
+        Real steps of each start's context (8, the start included), for replay and batch starts alike; also the
+        context the policy acts on: the last ``imagine_context_length - 1`` steps of the episode give ``h_{t-1}``.
     imagine_horizon : int
         Imagined steps per rollout (16); ``imagine_context_length - 1 + imagine_horizon <= max_length``.
     imagine_starts : str
         Where the rollouts start. ``"replay"`` (the paper): at the end of fresh replay windows of
         ``imagine_context_length`` steps, encoded again for imagination. ``"batch"`` (DreamerV3's "start from
-        every posterior state"): at steps ``t`` inside the world-model update's own windows,
-        ``imagine_context_length - 1 <= t <= batch_length - imagine_horizon``, from the posterior tokens the
-        update sampled, ``ceil(imagine_batch_size / batch_size)`` distinct steps per window while the window has
-        them; no frame is encoded twice and no second replay batch is gathered, but the context before a start
-        is up to ``t`` steps long. Needs ``batch_length >= imagine_context_length - 1 + imagine_horizon``.
+        every posterior state"): at any step ``t >= imagine_context_length - 1`` of the world-model update's own
+        windows, from the posterior tokens the update sampled (train-mode encoder, before the update, as in
+        DreamerV3); each start observes its own ``imagine_context_length`` steps exactly as a replay start and
+        acting do (the same ``h``), without encoding a frame twice. Steps repeat only when
+        ``imagine_batch_size > batch_size * (batch_length - imagine_context_length + 1)``. Needs
+        ``batch_length >= imagine_context_length``.
     train_freq : int or tuple
         As in SB3: update every ``train_freq`` steps, or ``(n, "episode")``.
     gradient_steps : int
@@ -99,7 +100,8 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         gradient with the normalised advantage. ``"dynamics"`` (DreamerV1/V2, Box actions only): reparameterised
         actions, the rollout keeps its graph through ``h``, the cached keys and values and the reward,
         continuation and slow-critic heads, and the actor maximises the normalised lambda-returns; the world
-        model's weights are frozen during that rollout and ``z`` is a sample without gradient.
+        model's weights are frozen during that rollout and each ``z`` is the sample with DreamerV2's straight-through
+        gradient of the prior's probabilities (for chunked MaskGIT decoding, of each token's last pass).
     prior : str
         The prior ``p(z_{t+1} | h_t)``: ``"maskgit"`` (GIT-STORM) or ``"mlp"`` (STORM).
     draft_steps : int
@@ -393,14 +395,14 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         """4. Roll the world model forward from ``imagine_batch_size`` real states: inside the
         world-model ``batch`` with its posterior ``tokens`` or at the end of fresh replay windows."""
         world_model, actor = self.policy.world_model, self.policy.actor_critic.actor
-        horizon, n_starts, min_history = self.imagine_horizon, self.imagine_batch_size, self.imagine_context_length - 1
+        horizon, n_starts, context_length = self.imagine_horizon, self.imagine_batch_size, self.imagine_context_length
         differentiable = self.actor_gradient == "dynamics"
         world_model.eval()
         with self.policy.autocast(self.mixed_precision):
             if self.imagine_starts == "batch":
                 starts = (tokens, batch.actions, batch.episode_starts)
-                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, min_history, differentiable)
-            context = self.replay_buffer.sample(n_starts, self.imagine_context_length)
+                return imagine_from_batch(world_model, actor, *starts, horizon, n_starts, context_length, differentiable)
+            context = self.replay_buffer.sample(n_starts, context_length)
             real = (context.observations, context.actions, context.episode_starts)
             return imagine(world_model, actor, *real, horizon, differentiable)
 

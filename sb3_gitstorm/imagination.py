@@ -5,7 +5,10 @@ Where the rollouts start (``imagine_starts``):
 - ``"replay"`` (STORM, the paper): fresh context windows sampled from the replay buffer (:func:`imagine`);
 - ``"batch"`` (DreamerV3-style): states inside the world-model update's own windows, from the tokens it
   has just sampled (:func:`imagine_from_batch`): no frame is encoded twice and no second batch is
-  gathered from the replay buffer.
+  gathered from the replay buffer. Each start sees the same context as a replay start and as acting:
+  its own ``imagine_context_length - 1`` earlier steps, run through the sequence model on their own
+  (positions counted from the first of them), so a batch start's ``h`` is the one a replay start or
+  the acting policy computes from the same tokens and actions.
 
 From a batch of real context windows ``o_1 .. o_T`` with actions ``a_1 .. a_T`` (T =
 ``imagine_context_length``):
@@ -21,8 +24,11 @@ From a batch of real context windows ``o_1 .. o_T`` with actions ``a_1 .. a_T`` 
 With ``differentiable=True`` (dynamics backpropagation, ``actor_gradient="dynamics"``) the dream keeps
 the graph from each Box action, sampled with the reparameterisation trick, through ``h`` and the
 cached keys and values to the later rewards, continuations and states; the world model's weights are
-frozen meanwhile, so only the actor and the features receive gradients. The latents ``z`` stay
-discrete samples without gradient.
+frozen meanwhile, so only the actor and the features receive gradients. Each imagined latent ``z_{t+1}``
+is the discrete sample plus DreamerV2's straight-through term ``p - sg(p)`` of the prior probabilities it
+was drawn from, so the gradient also reaches ``h_t`` (and the actions before it) through ``z_{t+1}``; with a
+chunked MaskGIT schedule ``p`` is each token's last decoding pass
+(:meth:`~sb3_gitstorm.priors.MaskGITPrior.draw`).
 
 Every quantity respects episode boundaries inside the context window: if ``o_T`` starts an
 episode, ``h_{T-1}`` is zero (as when acting in the real environment) and no imagined token
@@ -88,17 +94,20 @@ def imagine_from_batch(
     episode_starts: th.Tensor,
     horizon: int,
     num_starts: int,
-    min_history: int,
+    context_length: int,
     differentiable: bool = False,
 ) -> ImaginedTrajectory:
     """Roll the world model and the actor forward from states inside the world-model batch's windows.
 
-    Each window gets ``ceil(num_starts / W)`` start steps ``t``, drawn without repeats while the window
-    has enough, from ``min_history <= t <= L - horizon`` (so every imagined step sits at a sequence
-    position the world model is trained on, as with ``"replay"`` starts after ``min_history`` real
-    steps). The state at ``t`` is the one :meth:`~sb3_gitstorm.world_model.WorldModel.observe` would
-    give for the window's steps up to ``t``, computed for all starts with one pass of the sequence model
-    (:meth:`~sb3_gitstorm.world_model.WorldModel.observe_windows`).
+    Each window gets ``ceil(num_starts / W)`` start steps ``t >= context_length - 1`` (:func:`sample_starts`).
+    A start's context is the ``context_length`` steps of its window that end at ``t``, observed as
+    :func:`imagine` observes a replay window of the same steps: the same ``h`` as a replay start or the
+    acting policy, only without encoding the observations again.
+
+    What still differs from replay starts: the tokens are the posterior sample of the world-model
+    update's forward pass (the encoder in train mode, before the update) where a replay start encodes
+    afresh with the updated encoder in eval mode; and when ``W * (L - context_length + 1)`` steps are
+    fewer than the starts wanted, some steps start several rollouts (each its own actor and prior samples).
 
     Parameters
     ----------
@@ -114,30 +123,40 @@ def imagine_from_batch(
         Imagined steps ``H``.
     num_starts : int
         Rollouts wanted; ``W * ceil(num_starts / W)`` are made.
-    min_history : int
-        Fewest real steps before a start (``imagine_context_length - 1``).
+    context_length : int
+        Real steps of a start's context, the start included (``imagine_context_length``).
     differentiable : bool
         As in :func:`imagine`.
 
     Returns
     -------
     ImaginedTrajectory
+        Rollout ``w * S + s`` starts at window ``w``'s ``s``-th start.
     """
     windows, length = episode_starts.shape
     with th.no_grad():
-        starts = sample_starts(windows, length, -(-num_starts // windows), horizon, min_history, tokens.device)
-        start = world_model.observe_windows(tokens, actions, episode_starts, starts, horizon)
+        starts = sample_starts(windows, length, -(-num_starts // windows), context_length, tokens.device)
+        context = [context_windows(x, starts, context_length) for x in (tokens, actions, episode_starts)]
+        start = world_model.observe(context[0], context[1][:, :-1], context[2], horizon)
     return _dream(world_model, actor, start, horizon, differentiable)
 
 
-def sample_starts(windows: int, length: int, per_window: int, horizon: int, min_history: int, device: th.device) -> th.Tensor:
-    """Start steps ``(windows, per_window)`` in ``[min_history, length - horizon]``: a random order of
-    that range per window, repeated when more starts than steps are wanted (no step twice before all once)."""
-    choices = length - horizon - min_history + 1
+def sample_starts(windows: int, length: int, per_window: int, context_length: int, device: th.device) -> th.Tensor:
+    """Start steps ``(windows, per_window)`` in ``[context_length - 1, length - 1]`` (a full context before each):
+    a random order of that range per window, repeated when more starts than steps are wanted (no step twice
+    before all once)."""
+    choices = length - context_length + 1
     if choices < 1:
-        raise ValueError(f"windows of {length} steps hold no start with {min_history} steps before and {horizon} after")
+        raise ValueError(f"windows of {length} steps hold no start with a context of {context_length} steps")
     order = th.rand(windows, choices, device=device).argsort(1).repeat(1, -(-per_window // choices))
-    return order[:, :per_window] + min_history
+    return order[:, :per_window] + context_length - 1
+
+
+def context_windows(x: th.Tensor, starts: th.Tensor, context_length: int) -> th.Tensor:
+    """The ``context_length`` steps ending at each start: ``(W, L, ...)`` and starts ``(W, S)`` to ``(W * S, T, ...)``."""
+    steps = (starts[..., None] + th.arange(1 - context_length, 1, device=starts.device)).flatten(1)  # (W, S * T)
+    index = steps.view(*steps.shape, *([1] * (x.dim() - 2))).expand(*steps.shape, *x.shape[2:])
+    return x.gather(1, index).view(-1, context_length, *x.shape[2:])
 
 
 def _dream(world_model: WorldModel, actor: Actor, start: ModelState, horizon: int, differentiable: bool) -> ImaginedTrajectory:
@@ -190,12 +209,12 @@ def check_imagination_lengths(
     if context_length < 1:
         raise ValueError(f"imagine_context_length must be >= 1, got {context_length}")
     config.check_sequence_length("imagine_context_length - 1 + imagine_horizon", context_length - 1 + horizon)
+    if starts == "batch" and context_length > batch_length:
+        raise ValueError(
+            f"imagine_starts='batch' needs batch_length ({batch_length}) >= imagine_context_length ({context_length}): "
+            "the rollouts start inside the world-model windows, after a full context"
+        )
     if context_length - 1 + horizon > batch_length:
-        if starts == "batch":
-            raise ValueError(
-                f"imagine_starts='batch' needs batch_length ({batch_length}) >= imagine_context_length - 1 + "
-                f"imagine_horizon ({context_length - 1 + horizon}): the rollouts start inside the world-model windows"
-            )
         warnings.warn(
             f"imagination reaches sequence position {context_length - 2 + horizon}, but world-model windows of "
             f"batch_length={batch_length} only train positions up to {batch_length - 1}: "

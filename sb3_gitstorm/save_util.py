@@ -133,6 +133,12 @@ def set_rng_states(states: dict[str, Any], action_space: spaces.Space) -> None:
     action_space.np_random.bit_generator.state = states["action_space"]
 
 
+def resume_seed(seed: int, num_timesteps: int) -> int:
+    """The environment seed of a run of ``seed`` resumed at ``num_timesteps``: another one at every
+    resume point, the same one for every resume from that point (a resumed run stays reproducible)."""
+    return int(np.random.SeedSequence((seed % 2**32, num_timesteps)).generate_state(1)[0])
+
+
 def latest_checkpoint(
     folder: str | pathlib.Path, name_prefix: str = "rl_model"
 ) -> tuple[pathlib.Path, pathlib.Path | None] | None:
@@ -228,10 +234,18 @@ class ResumableOffPolicyAlgorithm(OffPolicyAlgorithm):
         self._step_start = None
 
     def _resume_random_streams(self) -> None:
-        """A loaded checkpoint continues its random streams, not the seed's."""
+        """A loaded checkpoint continues its random streams, not the seed's, and its environments get
+        a seed of their own (:func:`resume_seed`).
+
+        ``_setup_model`` seeds everything with the run's seed, as SB3 does on ``load``; the generators
+        are then restored from the file, but the environments' own generators are not saved: seeded
+        with the run's seed again, every resumed segment would replay the first segment's episodes.
+        """
         if self._rng_states is not None:
             set_rng_states(self._rng_states, self.action_space)
             self._rng_states = None
+        if self.num_timesteps > 0 and self.seed is not None and self.env is not None:
+            self.env.seed(resume_seed(self.seed, self.num_timesteps))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_step_start"]

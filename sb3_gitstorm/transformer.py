@@ -7,15 +7,10 @@ the imagination context and the acting context all follow this one rule, so the 
 never sees across an episode boundary.
 
 In imagination the :class:`KVCache` keeps every layer's keys and values: each new step
-projects only its own token (the STORM code re-projects the whole history every step). Rollouts
-that start inside the world-model batch's windows share each window's keys and values
-(:class:`WindowPrefix`) instead of copying them once per start.
+projects only its own token (the STORM code re-projects the whole history every step).
 """
 
 from __future__ import annotations
-
-import dataclasses
-from collections.abc import Sequence
 
 import torch as th
 import torch.nn.functional as F
@@ -34,30 +29,6 @@ def autocast_dtype(device: th.device) -> th.dtype:
     return th.float32
 
 
-@dataclasses.dataclass(frozen=True)
-class WindowPrefix:
-    """Keys and values of ``W`` real windows, shared by the ``S`` sequences that start in each of them.
-
-    Sequence ``w * S + s`` of a :class:`KVCache` with this prefix attends, before its own tokens, to
-    the keys of window ``w`` that ``mask[w, 0, s]`` allows (the steps before its start, of its episode).
-
-    Attributes
-    ----------
-    keys, values : sequence of th.Tensor
-        One ``(W, heads, L, head_dim)`` tensor per layer.
-    mask : th.Tensor
-        Bool ``(W, 1, S, L)``, True = attend.
-    """
-
-    keys: Sequence[th.Tensor]
-    values: Sequence[th.Tensor]
-    mask: th.Tensor
-
-    @property
-    def starts_per_window(self) -> int:
-        return self.mask.shape[2]
-
-
 class KVCache:
     """Keys, values and segment ids of the tokens seen so far, for every layer.
 
@@ -67,9 +38,6 @@ class KVCache:
         Shape of the cache; ``capacity`` is the most tokens it holds.
     device, dtype
         Where and how the keys and values are stored.
-    prefix : WindowPrefix, optional
-        Shared real-window keys and values every sequence attends to before its own tokens
-        (``batch_size`` = windows x starts per window).
     """
 
     def __init__(
@@ -81,7 +49,6 @@ class KVCache:
         capacity: int,
         device: th.device,
         dtype: th.dtype = th.float32,
-        prefix: WindowPrefix | None = None,
     ) -> None:
         shape = (batch_size, num_heads, capacity, head_dim)
         # Uninitialised: only the first ``length`` positions are ever read, and they are written first.
@@ -89,7 +56,6 @@ class KVCache:
         self.values = [th.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.segments = th.zeros(batch_size, capacity, device=device, dtype=th.long)
         self.length = 0
-        self.prefix = prefix
 
     @property
     def capacity(self) -> int:
@@ -127,9 +93,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.store(layer, k, v)
-        if cache is not None and cache.prefix is not None:
-            out = self._attend_with_prefix(q, k, v, mask, cache.prefix, layer)
-        elif t == 1 and not self.training:
+        if t == 1 and not self.training:
             # One query per sequence (imagination, acting): a batched matrix-vector product is
             # several times faster than the fused kernels' launch overhead on CPU, and as fast on GPU.
             scores = (q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5
@@ -139,33 +103,6 @@ class SelfAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
-
-    @staticmethod
-    def _attend_with_prefix(
-        q: th.Tensor, k: th.Tensor, v: th.Tensor, mask: th.Tensor | None, prefix: WindowPrefix, layer: int
-    ) -> th.Tensor:
-        """One query per sequence ``(W*S, heads, 1, hd)`` over its window's prefix and its own keys.
-
-        The ``S`` queries of a window meet the window's keys in one ``(S, hd) x (hd, L)`` product per
-        head, so the prefix is never copied per sequence; one softmax spans both parts.
-        """
-        if q.shape[2] != 1:
-            raise ValueError("a cache with a window prefix takes one new token per step")
-        n, heads, _, hd = q.shape
-        windows, starts = prefix.mask.shape[0], prefix.starts_per_window
-        scale = hd**-0.5
-        grouped = q.view(windows, starts, heads, hd).transpose(1, 2)  # (W, heads, S, hd)
-        prefix_scores = (grouped @ prefix.keys[layer].transpose(-1, -2)) * scale  # (W, heads, S, L)
-        prefix_scores = prefix_scores.masked_fill(~prefix.mask, float("-inf"))
-        own_scores = (q @ k.transpose(-1, -2)) * scale  # (N, heads, 1, T_own)
-        if mask is not None:
-            own_scores = own_scores.masked_fill(~mask, float("-inf"))
-        length = prefix_scores.shape[-1]
-        scores = th.cat([prefix_scores.transpose(1, 2).reshape(n, heads, 1, length), own_scores], -1)
-        weights = scores.softmax(-1)
-        prefix_weights = weights[..., :length].reshape(windows, starts, heads, length).transpose(1, 2)
-        from_prefix = (prefix_weights @ prefix.values[layer]).transpose(1, 2).reshape(n, heads, 1, hd)
-        return from_prefix + weights[..., length:] @ v
 
 
 class Block(nn.Module):
@@ -252,10 +189,9 @@ class CausalTransformer(nn.Module):
         capacity: int,
         device: th.device,
         dtype: th.dtype = th.float32,
-        prefix: WindowPrefix | None = None,
     ) -> KVCache:
-        """An empty :class:`KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens (after ``prefix``)."""
-        return KVCache(batch_size, len(self.blocks), self.heads, self.dim // self.heads, capacity, device, dtype, prefix)
+        """An empty :class:`KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens."""
+        return KVCache(batch_size, len(self.blocks), self.heads, self.dim // self.heads, capacity, device, dtype)
 
     def forward(
         self,

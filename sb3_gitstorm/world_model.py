@@ -10,8 +10,7 @@
 The prior is STORM's linear head or GIT-STORM's MaskGIT transformer (:mod:`sb3_gitstorm.priors`).
 
 Everything outside the loss goes through three verbs: :meth:`WorldModel.observe` a real context
-(``h`` and a key/value cache from real tokens and actions; :meth:`WorldModel.observe_windows` for
-many states inside the world-model batch's windows at once), :meth:`WorldModel.step` one imagined
+(``h`` and a key/value cache from real tokens and actions), :meth:`WorldModel.step` one imagined
 transition, and :meth:`WorldModel.dream` a rollout of them (with an actor, or open loop with given
 actions). Acting, imagination, the TensorBoard dreams and the world-model metrics all use them.
 """
@@ -40,7 +39,7 @@ from sb3_gitstorm.distributions import (
 )
 from sb3_gitstorm.networks import ImageDecoder, ImageEncoder, mlp, scale_output_init
 from sb3_gitstorm.priors import PAPER_DECODE, DecodeSchedule, make_prior
-from sb3_gitstorm.transformer import CausalTransformer, KVCache, WindowPrefix, autocast_dtype, segment_positions
+from sb3_gitstorm.transformer import CausalTransformer, KVCache, autocast_dtype, segment_positions
 
 ENCODE_CHUNK = 1024  # observations per encoder call when encoding without gradients
 # Images on CPU: 64 frames per call keep every activation of a chunk in cache and every tensor
@@ -60,16 +59,24 @@ class Latents:
         ``(..., hidden_dim)``: ``h``, zero at an episode start.
     num_classes : int
         ``C``, the classes of each token.
+    straight_through : th.Tensor or None
+        ``(..., K, C)``, zero-valued: ``p - sg(p)`` for the probabilities ``p`` the prior drew ``z`` from,
+        in a differentiable dream (DreamerV2's straight-through gradient into ``z``); None elsewhere.
     """
 
     tokens: th.Tensor
     hidden: th.Tensor
     num_classes: int
+    straight_through: th.Tensor | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def latents(self) -> th.Tensor:
-        """Flat one-hot latents ``(..., K*C)`` (decodable into observations)."""
-        return F.one_hot(self.tokens, self.num_classes).float().flatten(-2)
+        """Flat one-hot latents ``(..., K*C)`` (decodable into observations), with the straight-through
+        gradient where there is one."""
+        one_hot = F.one_hot(self.tokens, self.num_classes).float()
+        if self.straight_through is not None:
+            one_hot = one_hot + self.straight_through
+        return one_hot.flatten(-2)
 
     @property
     def features(self) -> th.Tensor:
@@ -137,7 +144,7 @@ class WorldModelLoss(NamedTuple):
     logged) with revise rounds, whose samples have no tractable likelihood (``prior.kl_kind``), or when
     ``imagination_kl_orders`` is 0 (the diagnostic's extra no-grad passes are skipped).
     ``tokens`` (long ``(B, L, K)``) is the posterior sample of every step, from which imagination can
-    start (:meth:`WorldModel.observe_windows`).
+    start (:func:`~sb3_gitstorm.imagination.imagine_from_batch`).
     """
 
     total: th.Tensor
@@ -397,54 +404,6 @@ class WorldModel(nn.Module):
         # Imagined steps belong to the last step's episode and continue its positions.
         return ModelState(tokens[:, -1], hidden, self.config.latent_classes, cache, segments[:, -1:], positions[:, -1:])
 
-    def observe_windows(
-        self, tokens: th.Tensor, actions: th.Tensor, episode_starts: th.Tensor, starts: th.Tensor, horizon: int
-    ) -> ModelState:
-        """The states at steps ``starts`` of real windows, as :meth:`observe` of each window up to each start.
-
-        The sequence model runs once over every window; the ``S`` states of a window share its keys
-        and values (a :class:`~sb3_gitstorm.transformer.WindowPrefix`) instead of re-running their
-        contexts. Imagination from the world-model batch (``imagine_starts="batch"``) starts here.
-
-        Parameters
-        ----------
-        tokens : th.Tensor
-            Long ``(W, L, K)``: ``z`` of every step of ``W`` windows.
-        actions : th.Tensor
-            ``(W, L)`` indices or ``(W, L, A)`` scaled actions.
-        episode_starts : th.Tensor
-            Bool ``(W, L)``.
-        starts : th.Tensor
-            Long ``(W, S)``: the step ``t`` of each state; the state is ``z_t`` and ``h_{t-1}`` from the
-            steps before ``t`` of its episode in its window (zero at an episode or window start).
-        horizon : int
-            Imagined steps to follow: each state's own cache gets room for them.
-
-        Returns
-        -------
-        ModelState
-            ``W * S`` states, window-major (state ``w * S + s`` is window ``w``, step ``starts[w, s]``).
-        """
-        windows, length = episode_starts.shape
-        segments, positions = segment_positions(episode_starts)
-        dtype = autocast_dtype(tokens.device)
-        window_cache = self.transformer.new_cache(windows, length, tokens.device, dtype)
-        out = self.transformer(self.sequence_input(self.tokens_to_latent(tokens), actions), segments, positions, window_cache)
-        hidden = th.cat([out.new_zeros(windows, 1, out.shape[-1]), out[:, :-1]], 1).masked_fill(episode_starts[..., None], 0.0)
-        start_segments = segments.gather(1, starts)
-        # A state attends to the steps before it of its own episode: keys j < t with t's segment id.
-        before = th.arange(length, device=starts.device) < starts[..., None]
-        mask = (before & (segments[:, None, :] == start_segments[..., None])).unsqueeze(1)
-        prefix = WindowPrefix(window_cache.keys, window_cache.values, mask)
-        cache = self.transformer.new_cache(starts.numel(), horizon, tokens.device, dtype, prefix)
-
-        def pick(x: th.Tensor) -> th.Tensor:  # (W, L, ...) at the starts -> (W * S, ...)
-            index = starts.view(*starts.shape, *([1] * (x.dim() - 2))).expand(*starts.shape, *x.shape[2:])
-            return x.gather(1, index).flatten(0, 1)
-
-        segment, position = pick(segments)[:, None], pick(positions)[:, None]
-        return ModelState(pick(tokens), pick(hidden.float()), self.config.latent_classes, cache, segment, position)
-
     def step(self, state: ModelState, action: th.Tensor) -> ModelState:
         """One imagined transition: ``h_t`` from ``(z_t, a_t)`` through the cached sequence model, then
         ``z_{t+1}`` sampled from the prior ``p(z_{t+1} | h_t)``.
@@ -458,9 +417,13 @@ class WorldModel(nn.Module):
         """
         token = self.sequence_input(state.latents, action)[:, None]
         hidden = self.transformer(token, state.segment, state.position, state.cache)[:, 0]
-        with th.no_grad():  # z is discrete: a differentiable rollout's gradients flow through h only
-            tokens = self.prior.sample(hidden)
-        return dataclasses.replace(state, tokens=tokens, hidden=hidden, position=state.position + 1)
+        # In a differentiable dream z_{t+1} carries the straight-through gradient of its probabilities
+        # (DreamerV2); elsewhere the sample alone, without building them.
+        tokens, probs = self.prior.draw(hidden, probabilities=hidden.requires_grad)
+        straight_through = None if probs is None else probs - probs.detach()
+        return dataclasses.replace(
+            state, tokens=tokens, hidden=hidden, position=state.position + 1, straight_through=straight_through
+        )
 
     def dream(self, start: ModelState, horizon: int, policy: DreamPolicy | th.Tensor) -> ImaginedTrajectory:
         """Imagine ``horizon`` steps from ``start``.
@@ -486,6 +449,10 @@ class WorldModel(nn.Module):
             states.append(self.step(states[-1], action))
         # Reward and continuation heads once over all steps: one large batch instead of H small ones.
         after = th.stack([s.hidden for s in states[1:]], 1)
+        straight_through = None
+        if any(s.straight_through is not None for s in states):  # the real start z_0 has none
+            zero = th.zeros(*start.tokens.shape, self.config.latent_classes, device=start.tokens.device)
+            straight_through = th.stack([zero if s.straight_through is None else s.straight_through for s in states], 1)
         return ImaginedTrajectory(
             tokens=th.stack([s.tokens for s in states], 1),
             hidden=th.cat([start.hidden[:, None], after], 1),
@@ -493,6 +460,7 @@ class WorldModel(nn.Module):
             actions=th.stack(raw_actions, 1),
             rewards=self.reward(after),
             continues=self.continuation(after),
+            straight_through=straight_through,
         )
 
     # ---------------------------------------------------------------------------------- loss

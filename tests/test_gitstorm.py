@@ -230,3 +230,30 @@ def test_warns_when_draft_and_revise_conditions_on_tokens_it_was_not_trained_on(
 def test_warns_when_imagination_uses_untrained_positions() -> None:
     with pytest.warns(UserWarning, match="only train positions up to 15"):
         GITSTORM("MlpPolicy", "CartPole-v1", batch_length=16, policy_kwargs=dict(size="tiny"))
+
+
+@pytest.mark.parametrize(
+    "prior, decode",
+    [("mlp", {}), ("maskgit", {}), ("maskgit", dict(draft_steps=2, revise_steps=2))],
+    ids=["mlp", "maskgit-one-pass", "maskgit-chunked"],
+)
+def test_dynamics_gradient_reaches_the_actor_through_the_sampled_latents(prior: str, decode: dict, fast_kwargs: dict) -> None:
+    """With actor_gradient='dynamics' the imagined z_{t+1} carries the straight-through gradient of the
+    prior's probabilities back to h_t and the actions before it (DreamerV2), in every update of learn()."""
+    env = gym.make("Pendulum-v1")
+    model = GITSTORM("MlpPolicy", env, prior=prior, actor_gradient="dynamics", seed=0, **decode, **fast_kwargs)
+    actor_critic = model.policy.actor_critic
+    actor_weights = list(actor_critic.actor.parameters())
+    loss, norms = actor_critic.loss, []
+
+    def spy(trajectory, *args, **kwargs):
+        assert trajectory.latents.requires_grad, "the imagined latents carry no gradient"
+        weights = th.randn_like(trajectory.latents[:, 1:])  # any function of z_1 .. z_H (their sum has no gradient)
+        grads = th.autograd.grad((trajectory.latents[:, 1:] * weights).sum(), actor_weights, retain_graph=True)
+        norms.append(sum(g.norm() for g in grads).item())
+        return loss(trajectory, *args, **kwargs)
+
+    actor_critic.loss = spy
+    model.learn(40)
+    assert len(norms) == model._n_updates > 0
+    assert min(norms) > 0

@@ -2,12 +2,16 @@
 
 The floats below were recorded on this project's CPU machine (torch 2.13.0+cpu, one thread, as in
 ``conftest.py``). A refactor that keeps the algorithm keeps them; a change that is meant to alter
-the numbers (another random stream, another operation order) must re-record them and say why.
+the numbers (another random stream, another operation order) must re-record them and say why:
+``python -m tests.test_pinned CASE ...`` prints each case's entry of ``PINNED`` to paste over the old one.
 """
 
 from __future__ import annotations
 
+import pprint
+import sys
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -42,13 +46,23 @@ class RecordingLogger(Logger):
         super().record(key, value, exclude)
 
 
-CASES: dict[str, tuple[str, Any, str, dict]] = {
-    "mlp-cartpole-maskgit": ("MlpPolicy", lambda: gym.make("CartPole-v1"), "maskgit", {}),
-    "mlp-cartpole-mlp": ("MlpPolicy", lambda: gym.make("CartPole-v1"), "mlp", {}),
+CASES: dict[str, tuple[str, Callable[[], gym.Env], dict[str, Any]]] = {
+    # name: (policy, environment, GITSTORM settings on top of conftest.FAST; policy_kwargs merge with FAST's)
+    "mlp-cartpole-maskgit": ("MlpPolicy", lambda: gym.make("CartPole-v1"), dict(prior="maskgit")),
+    "mlp-cartpole-mlp": ("MlpPolicy", lambda: gym.make("CartPole-v1"), dict(prior="mlp")),
     # 16 latent classes: the one-hot first layers take their embedding_bag path
-    "mlp-pendulum-maskgit-16": ("MlpPolicy", lambda: gym.make("Pendulum-v1"), "maskgit", dict(latent_classes=16)),
-    "cnn-dot-maskgit": ("CnnPolicy", lambda: DotEnv(continuous=False), "maskgit", {}),
-    "cnn-dot-box-mlp": ("CnnPolicy", lambda: DotEnv(continuous=True), "mlp", {}),
+    "mlp-pendulum-maskgit-16": (
+        "MlpPolicy",
+        lambda: gym.make("Pendulum-v1"),
+        dict(prior="maskgit", policy_kwargs=dict(latent_classes=16)),
+    ),
+    "cnn-dot-maskgit": ("CnnPolicy", lambda: DotEnv(continuous=False), dict(prior="maskgit")),
+    "cnn-dot-box-mlp": ("CnnPolicy", lambda: DotEnv(continuous=True), dict(prior="mlp")),
+    # The settings beside the defaults: a change to one of them must not pass unnoticed either.
+    "mlp-cartpole-batch-starts": ("MlpPolicy", lambda: gym.make("CartPole-v1"), dict(imagine_starts="batch")),
+    "mlp-pendulum-dynamics": ("MlpPolicy", lambda: gym.make("Pendulum-v1"), dict(actor_gradient="dynamics")),
+    "mlp-cartpole-draft-4-revise-2": ("MlpPolicy", lambda: gym.make("CartPole-v1"), dict(draft_steps=4, revise_steps=2)),
+    "cnn-dot-motion-weight": ("CnnPolicy", lambda: DotEnv(continuous=False), dict(policy_kwargs=dict(motion_weight=10.0))),
 }
 
 
@@ -57,9 +71,9 @@ def pinned_run(case: str) -> tuple[dict[str, float], np.ndarray]:
 
     Returns the sum over updates of each logged loss, and the actions.
     """
-    policy, make_env, prior, overrides = CASES[case]
-    kwargs = {**FAST, "policy_kwargs": {**FAST["policy_kwargs"], **overrides}}
-    model = GITSTORM(policy, make_env(), prior=prior, seed=0, **kwargs)
+    policy, make_env, settings = CASES[case]
+    kwargs = {**FAST, **settings, "policy_kwargs": {**FAST["policy_kwargs"], **settings.get("policy_kwargs", {})}}
+    model = GITSTORM(policy, make_env(), seed=0, **kwargs)
     logger = RecordingLogger()
     model.set_logger(logger)
     model.learn(48)
@@ -150,6 +164,62 @@ PINNED: dict[str, tuple[dict[str, float], list]] = {
             [0.003901958465576172, 0.002105236053466797],
         ],
     ),
+    # Recorded with the straight-through latents of actor_gradient="dynamics" and batch starts that observe
+    # imagine_context_length steps each. The motion_weight case is re-recorded whenever motion_weights changes.
+    "mlp-cartpole-batch-starts": (
+        {
+            "train/actor_loss": 0.005427935785064619,
+            "train/critic_loss": 65.93085432052612,
+            "train/entropy": 11.09027373790741,
+            "world_model/imagination_kl": 9.730610966682434,
+            "world_model/kl": 9.730611026287079,
+            "world_model/loss": 98.57033061981201,
+            "world_model/reconstruction_loss": 12.05376261472702,
+        },
+        [1, 0, 0, 1, 1],
+    ),
+    "mlp-pendulum-dynamics": (
+        {
+            "train/actor_loss": 0.03158290406281594,
+            "train/critic_loss": 60.5077965259552,
+            "train/entropy": 20.885268092155457,
+            "world_model/imagination_kl": 10.184653043746948,
+            "world_model/kl": 10.184653222560883,
+            "world_model/loss": 136.12340831756592,
+            "world_model/reconstruction_loss": 49.30261766910553,
+        },
+        [
+            [0.006027698516845703],
+            [0.008910894393920898],
+            [0.008130311965942383],
+            [0.00032258033752441406],
+            [0.00029587745666503906],
+        ],
+    ),
+    "mlp-cartpole-draft-4-revise-2": (
+        {
+            "train/actor_loss": 0.00537120584931472,
+            "train/critic_loss": 65.80535411834717,
+            "train/entropy": 11.090283215045929,
+            "world_model/imagination_kl": 9.906697630882263,
+            "world_model/kl": 5.774254620075226,
+            "world_model/loss": 96.94522476196289,
+            "world_model/reconstruction_loss": 10.432420670986176,
+        },
+        [1, 0, 0, 1, 1],
+    ),
+    "cnn-dot-motion-weight": (
+        {
+            "train/actor_loss": 0.009388720467995881,
+            "train/critic_loss": 68.4185471534729,
+            "train/entropy": 17.577757835388184,
+            "world_model/imagination_kl": 8.122095048427582,
+            "world_model/kl": 8.12209501862526,
+            "world_model/loss": 11931.628601074219,
+            "world_model/reconstruction_loss": 11846.153503417969,
+        },
+        [1, 1, 1, 1, 1],
+    ),
 }
 
 
@@ -161,3 +231,9 @@ def test_short_run_gives_the_recorded_losses_and_actions(case: str) -> None:
     for key, value in expected_losses.items():
         assert losses[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     np.testing.assert_allclose(actions, np.asarray(expected_actions), rtol=1e-5, atol=1e-6)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or list(CASES):
+        losses, actions = pinned_run(name)
+        print(f"{name!r}: {pprint.pformat((losses, actions.tolist()), width=120)},")

@@ -385,7 +385,7 @@ def test_resample_changes_only_remasked_positions() -> None:
     gen = th.Generator().manual_seed(3)
     tokens = th.randint(C, (64, K), generator=gen)
     positions = th.rand(64, K, generator=gen) < 0.4
-    out = prior.resample(th.randn(64, H), tokens, positions, gen)
+    out, _ = prior.resample(th.randn(64, H), tokens, positions, gen)
     assert th.equal(out[~positions], tokens[~positions])
     assert bool((out[positions] != tokens[positions]).any())  # something was actually re-drawn
 
@@ -395,7 +395,7 @@ def test_revise_round_resamples_each_chunk_given_the_rest() -> None:
     target = th.randint(C, (16, K), generator=th.Generator().manual_seed(0))
     prior = PeakedPrior(target)
     start = (target + 1) % C
-    out = prior.revise(th.zeros(16, H), start, num_chunks=4)
+    out, _ = prior.revise(th.zeros(16, H), start, num_chunks=4)
     assert len(prior.inputs) == 4
     masked = [inp == prior.mask_id for inp in prior.inputs]
     assert bool((th.stack(masked).sum(0) == 1).all())  # every position re-masked exactly once
@@ -458,3 +458,23 @@ def test_trained_maskgit_prior_samples_its_targets() -> None:
     with th.no_grad():
         accuracy = (prior.sample(hidden, generator=gen) == target).float().mean().item()
     assert accuracy > 0.95
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: MLPPrior(H, K, C, 0.01), maskgit, lambda: maskgit(decode=DecodeSchedule(draft_steps=4, revise_steps=2))],
+    ids=["mlp", "maskgit-one-pass", "maskgit-chunked"],
+)
+def test_draw_with_probabilities_is_the_same_sample_with_its_distribution(make) -> None:
+    """The straight-through path of a differentiable dream draws what imagination draws, and each token's
+    probabilities are the distribution it was drawn from, with a gradient to h."""
+    th.manual_seed(0)
+    prior, hidden = make(), th.randn(64, H, requires_grad=True)
+    tokens, probs = prior.draw(hidden, th.Generator().manual_seed(1), probabilities=True)
+    assert th.equal(tokens, prior.sample(hidden, th.Generator().manual_seed(1)))
+    assert probs is not None and probs.shape == (64, K, C)
+    th.testing.assert_close(probs.sum(-1), th.ones(64, K))
+    if prior.one_pass:
+        th.testing.assert_close(probs, prior.log_probs(hidden).exp())
+    (grad,) = th.autograd.grad((probs * th.randn(64, K, C)).sum(), hidden)
+    assert bool((grad.abs().sum(-1) > 0).all())

@@ -13,7 +13,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.buffers import SequenceReplayBuffer
 from sb3_gitstorm.priors import MaskGITPrior, MLPPrior
-from tests.conftest import DotEnv
+from tests.conftest import DotEnv, FixedLengthEnv
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -130,6 +130,18 @@ class CountingEnv(gym.Env):
         return self._obs(), float(self.x > 0), self.t == self.length, False, {}
 
 
+class CountingImageEnv(CountingEnv):
+    """:class:`CountingEnv` as an 8x8 image: the step lit in the first row, the position in the second."""
+
+    observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+
+    def _obs(self) -> np.ndarray:
+        image = np.zeros((8, 8, 3), np.uint8)
+        image[0, min(self.t, 7)] = 255
+        image[1, int(np.clip(4 + 4 * self.x, 0, 7))] = 255
+        return image
+
+
 @pytest.fixture
 def recorded_losses(monkeypatch) -> list[dict[str, float]]:
     """Every world-model and actor-critic update's losses, in order, whichever model makes them."""
@@ -146,8 +158,18 @@ def recorded_losses(monkeypatch) -> list[dict[str, float]]:
     return losses
 
 
-@pytest.mark.parametrize("checkpoint_at", [25, 49])  # during the random warm-up (32 steps) / while training
-def test_checkpoint_resume_continues_the_uninterrupted_run(tmp_path, checkpoint_at: int, recorded_losses, fast_kwargs: dict):
+@pytest.mark.parametrize(
+    "checkpoint_at, policy, make_env, settings",
+    [
+        (25, "MlpPolicy", CountingEnv, {}),  # during the random warm-up (32 steps)
+        (49, "MlpPolicy", CountingEnv, {}),  # while training
+        (49, "CnnPolicy", CountingImageEnv, dict(imagine_starts="batch")),  # BatchNorm statistics, batch starts
+    ],
+    ids=["warm-up", "training", "cnn-batch-starts"],
+)
+def test_checkpoint_resume_continues_the_uninterrupted_run(
+    tmp_path, checkpoint_at: int, policy: str, make_env: type[gym.Env], settings: dict, recorded_losses, fast_kwargs: dict
+):
     """A run resumed from a ``CheckpointCallback`` checkpoint makes exactly the updates the uninterrupted run makes.
 
     ``learn`` after ``load`` resets the environment, so the resumed run can only see the transitions
@@ -158,13 +180,13 @@ def test_checkpoint_resume_continues_the_uninterrupted_run(tmp_path, checkpoint_
     next 16 steps' losses, replays and weights must be equal to the last bit.
     """
     total = checkpoint_at + 16
-    model = GITSTORM("MlpPolicy", CountingEnv(), seed=0, **fast_kwargs)
+    model = GITSTORM(policy, make_env(), seed=0, **settings, **fast_kwargs)
     model.learn(total, callback=CheckpointCallback(checkpoint_at, str(tmp_path), save_replay_buffer=True))
     uninterrupted = list(recorded_losses)
     recorded_losses.clear()
 
     # SB3 saves from callbacks before the step's transition is stored: the checkpoint is the state before that step.
-    resumed = GITSTORM.load(tmp_path / f"rl_model_{checkpoint_at}_steps.zip", env=CountingEnv())
+    resumed = GITSTORM.load(tmp_path / f"rl_model_{checkpoint_at}_steps.zip", env=make_env())
     resumed.load_replay_buffer(tmp_path / f"rl_model_replay_buffer_{checkpoint_at}_steps.pkl")
     assert resumed.num_timesteps == resumed.replay_buffer.pos == checkpoint_at - 1
     resumed.learn(total - resumed.num_timesteps, reset_num_timesteps=False)
@@ -191,3 +213,25 @@ def test_checkpoint_mid_episode_marks_the_seam(tmp_path, fast_kwargs: dict) -> N
     buffer = resumed.replay_buffer
     assert buffer.truncated[42, 0] and not buffer.terminated[42, 0] and buffer.episode_starts[43, 0]
     np.testing.assert_array_equal(buffer.observations[:43], cut.observations[:43])
+
+
+def test_a_resumed_run_sees_new_episodes(tmp_path, fast_kwargs: dict) -> None:
+    """The environment of a resumed run is not seeded with the run's seed again (which would replay the first
+    segment's episodes), but with one derived from the seed and the resume step: the same for every resume
+    from that checkpoint."""
+    model = GITSTORM("MlpPolicy", FixedLengthEnv(), seed=0, **fast_kwargs)  # a random number in every observation
+    model.learn(40)
+    model.save(tmp_path / "agent.zip")
+    first = model.replay_buffer.observations[model.replay_buffer.episode_starts[:, 0]]  # every episode's first frame
+
+    def resume() -> np.ndarray:
+        resumed = GITSTORM.load(tmp_path / "agent.zip", env=FixedLengthEnv())
+        resumed.learn(24, reset_num_timesteps=False)
+        buffer = resumed.replay_buffer
+        assert buffer.pos == 24 and buffer.episode_starts[0, 0]  # no replay loaded: the resumed steps only
+        return buffer.observations[: buffer.pos][buffer.episode_starts[: buffer.pos, 0]]
+
+    resumed_first = resume()
+    assert len(first) == 8 and len(resumed_first) == 5
+    assert not any(np.array_equal(frame, seen) for frame in resumed_first for seen in first)
+    np.testing.assert_array_equal(resume(), resumed_first)

@@ -11,11 +11,13 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
+from sb3_gitstorm import imagination
 from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import categorical_kl
 from sb3_gitstorm.imagination import imagine, imagine_from_batch, sample_starts
 from sb3_gitstorm.priors import DecodeSchedule
+from sb3_gitstorm.policies import MlpPolicy
 from sb3_gitstorm.transformer import segment_positions
 from sb3_gitstorm.world_model import WorldModel, motion_weights
 
@@ -226,36 +228,43 @@ def test_imagination_shapes_and_cache_equivalence(prior: str) -> None:
 
 
 @pytest.mark.parametrize("action_space", [spaces.Discrete(3), spaces.Box(-1, 1, (2,), np.float32)], ids=["discrete", "box"])
-def test_batch_starts_equal_a_naive_recomputation(action_space: spaces.Space) -> None:
-    """Rollouts from states inside the world-model batch (one pass over each window, shared keys and
-    values) equal running the sequence model over each start's window prefix plus its imagined steps."""
+def test_batch_starts_see_the_context_of_replay_starts_and_of_acting(action_space: spaces.Space, monkeypatch) -> None:
+    """A rollout from a step inside the world-model batch is the one from a replay window of the same
+    imagine_context_length steps (same h, same imagined steps for the same random draws), and its h is
+    the one the acting policy computes for those steps; not the one of the window's longer history."""
     th.manual_seed(0)
-    wm = WorldModel(VECTOR, action_space, CFG, "maskgit", False).eval()
+    context, horizon = 4, 3
+    policy = MlpPolicy(VECTOR, action_space, lambda _: 1e-4, size="tiny", context_length=context).eval()
+    wm, actor = policy.world_model, policy.actor_critic.actor
     obs, actions, _, episode_starts = batch(VECTOR, action_space, b=3, length=12)
     episode_starts[2, 7] = True
     tokens = wm.sample_tokens(obs)
-    starts = th.tensor([[2, 3, 5, 3], [1, 8, 0, 4], [7, 8, 6, 2]])  # an episode start (7), a window start (0), repeats
-    horizon = 4
-    future = th.randint(3, (12, horizon)) if isinstance(action_space, spaces.Discrete) else th.rand(12, horizon, 2) * 2 - 1
+    # Long histories (window 1), an episode start inside the context (0: 5, 2: 9) or at the start itself (2: 7).
+    starts = th.tensor([[5, 9, 11], [3, 8, 11], [7, 9, 10]])
+    monkeypatch.setattr(imagination, "sample_starts", lambda *args, **kwargs: starts)
+    th.manual_seed(1)
+    from_batch = imagine_from_batch(wm, actor, tokens, actions, episode_starts, horizon, 9, context)
+
+    steps = starts[..., None] + th.arange(1 - context, 1)  # (3, 3, context): each start's real steps
+    window = [th.stack([x[w, steps[w, s]] for w in range(3) for s in range(3)]) for x in (tokens, actions, episode_starts)]
     with th.no_grad():
-        traj = wm.dream(wm.observe_windows(tokens, actions, episode_starts, starts, horizon), horizon, future)
-        for i, (w, t) in enumerate((window, int(t)) for window in range(3) for t in starts[window]):
-            observed = wm.observe(tokens[w : w + 1, : t + 1], actions[w : w + 1, :t], episode_starts[w : w + 1, : t + 1])
-            th.testing.assert_close(traj.hidden[i, 0], observed.hidden[0], rtol=1e-4, atol=1e-5)
-            assert th.equal(traj.tokens[i, 0], tokens[w, t])
-            # Real steps up to t, then the imagined tokens and actions, through the transformer without a cache.
-            seq_tokens = th.cat([tokens[w, : t + 1], traj.tokens[i, 1:horizon]])
-            seq_actions = th.cat([actions[w, :t], future[i]])
-            seq_starts = th.cat([episode_starts[w, : t + 1], th.zeros(horizon - 1, dtype=th.bool)])[None]
-            segments, positions = segment_positions(seq_starts)
-            out = wm.transformer(wm.sequence_input(wm.tokens_to_latent(seq_tokens), seq_actions)[None], segments, positions)
-            th.testing.assert_close(traj.hidden[i, 1:], out[0, t:], rtol=1e-4, atol=1e-5)
-            th.testing.assert_close(traj.rewards[i], wm.reward(out[0, t:]), rtol=1e-4, atol=1e-5)
+        replay_start = wm.observe(window[0], window[1][:, :-1], window[2], horizon)
+        th.manual_seed(1)
+        from_replay = imagination._dream(wm, actor, replay_start, horizon, differentiable=False)
+        # Acting: the last `lengths` context steps since the episode start, padded in front.
+        since_start = th.stack([(window[2][i].nonzero().max() if window[2][i].any() else th.tensor(0)) for i in range(9)])
+        lengths = context - 1 - since_start
+        acting = policy.observe(window[0][:, :-1], window[1][:, :-1], lengths, window[0][:, -1])
+    for name in ("tokens", "hidden", "actions", "rewards", "continues"):
+        th.testing.assert_close(getattr(from_batch, name), getattr(from_replay, name), rtol=1e-4, atol=1e-5)
+    th.testing.assert_close(from_batch.hidden[:, 0], acting.hidden, rtol=1e-4, atol=1e-5)
+    assert bool((from_batch.hidden[6, 0] == 0).all()) and bool((from_batch.hidden[[4, 7], 0] != 0).any(-1).all())
 
 
 def test_differentiable_dream_has_the_gradient_of_the_uncached_sequence_model() -> None:
     """Dynamics backpropagation: through the key/value cache, the gradient of the imagined h with
-    respect to the actions is the one of running the sequence model over the whole sequence at once."""
+    respect to the actions is the one of running the sequence model over the whole sequence at once
+    (the imagined latents with their straight-through gradient)."""
     th.manual_seed(0)
     space = spaces.Box(-1, 1, (2,), np.float32)
     wm = WorldModel(VECTOR, space, CFG, "maskgit", False).eval()
@@ -266,12 +275,12 @@ def test_differentiable_dream_has_the_gradient_of_the_uncached_sequence_model() 
     future = (th.rand(3, horizon, 2) * 2 - 1).requires_grad_()
     traj = wm.dream(start, horizon, future)
     weights = th.randn(3, horizon, CFG.hidden_dim)  # any function of the imagined h
-    (traj.hidden[:, 1:] * weights).sum().backward()
+    (traj.hidden[:, 1:] * weights).sum().backward(retain_graph=True)  # the latents' graph is used again below
     cached, future.grad = future.grad, None
-    seq_tokens = th.cat([tokens, traj.tokens[:, 1:horizon]], 1)
+    seq_latents = th.cat([wm.tokens_to_latent(tokens), traj.latents[:, 1:horizon]], 1)
     seq_actions = th.cat([actions[:, :-1], future], 1)
     segments, positions = segment_positions(th.cat([episode_starts, th.zeros(3, horizon - 1, dtype=th.bool)], 1))
-    out = wm.transformer(wm.sequence_input(wm.tokens_to_latent(seq_tokens), seq_actions), segments, positions)
+    out = wm.transformer(wm.sequence_input(seq_latents, seq_actions), segments, positions)
     (out[:, -horizon:] * weights).sum().backward()
     th.testing.assert_close(cached, future.grad, rtol=1e-4, atol=1e-6)
     assert bool((cached.abs().sum(-1) > 0).all())
@@ -298,19 +307,21 @@ def test_differentiable_imagination_trains_only_the_actor(from_batch: bool) -> N
         imagine(wm, Actor(CFG.feature_dim, discrete, 16, 1, 0.01, CFG.actor_std_range), obs, actions, starts, 3, True)
 
 
-def test_batch_starts_lie_inside_the_trained_positions() -> None:
+def test_batch_starts_are_every_step_after_a_full_context() -> None:
     th.manual_seed(0)
-    starts = sample_starts(3, 10, 7, horizon=4, min_history=2, device=th.device("cpu"))
-    assert starts.shape == (3, 7)
-    for row in starts.tolist():  # steps 2..6: all five once, then two repeats
-        assert set(row) == set(range(2, 7)) and len(set(row[:5])) == 5
+    starts = sample_starts(3, 10, 10, context_length=3, device=th.device("cpu"))
+    assert starts.shape == (3, 10)
+    for row in starts.tolist():  # steps 2..9, the last ones included: all eight once, then two repeats
+        assert set(row) == set(range(2, 10)) and len(set(row[:8])) == 8
     wm = WorldModel(VECTOR, spaces.Discrete(3), CFG, "mlp", False).eval()
     actor = Actor(CFG.feature_dim, spaces.Discrete(3), 16, 1, 0.01, CFG.actor_std_range)
     obs, actions, _, episode_starts = batch(VECTOR, spaces.Discrete(3), b=3, length=10)
-    traj = imagine_from_batch(wm, actor, wm.sample_tokens(obs), actions, episode_starts, horizon=4, num_starts=20, min_history=2)
+    traj = imagine_from_batch(
+        wm, actor, wm.sample_tokens(obs), actions, episode_starts, horizon=4, num_starts=20, context_length=3
+    )
     assert traj.tokens.shape == (21, 5, CFG.latent_tokens)  # 3 windows x ceil(20 / 3) starts
     with pytest.raises(ValueError, match="no start"):
-        sample_starts(3, 10, 2, horizon=9, min_history=2, device=th.device("cpu"))
+        sample_starts(3, 10, 2, context_length=11, device=th.device("cpu"))
 
 
 def test_open_loop_imagination_takes_the_given_actions() -> None:

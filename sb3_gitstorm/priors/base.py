@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 import torch as th
 from torch import nn
 
-from sb3_gitstorm.distributions import categorical_kl, entropy, sample_categorical
+from sb3_gitstorm.distributions import categorical_kl, entropy, sample_categorical, sample_unimix, unimix_log_probs
 
 
 class LatentPrior(nn.Module, ABC):
@@ -165,6 +165,38 @@ class LatentPrior(nn.Module, ABC):
             return entropy(self.log_probs(hidden).float()).sum(-1)
         return -self.sampler_log_prob(hidden, self.sample(hidden, generator), num_orders, generator)
 
-    @abstractmethod
     def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
         """Sample ``z_{t+1}`` given ``h_t`` ``(N, hidden_dim)`` for imagination: class indices, long ``(N, num_tokens)``."""
+        return self.draw(hidden, generator)[0]
+
+    @abstractmethod
+    def draw(
+        self, hidden: th.Tensor, generator: th.Generator | None = None, probabilities: bool = False
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """:meth:`sample`, and with ``probabilities`` the distribution each token was drawn from.
+
+        The probabilities keep their graph to ``h_t``: a differentiable dream builds DreamerV2's
+        straight-through latent ``one_hot(z) + p - sg(p)`` from them.
+
+        Parameters
+        ----------
+        hidden : th.Tensor
+            ``(N, hidden_dim)``: ``h_t``.
+        generator : th.Generator, optional
+            Random generator; the tokens are the same draw with or without ``probabilities``.
+        probabilities : bool
+            Return the probabilities (with the uniform mix) too.
+
+        Returns
+        -------
+        tuple of th.Tensor
+            Class indices, long ``(N, num_tokens)``, and the probabilities ``(N, num_tokens, num_classes)``
+            (None without ``probabilities``).
+        """
+
+    def draw_from(
+        self, logits: th.Tensor, generator: th.Generator | None, probabilities: bool
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """:meth:`draw` from logits ``(..., num_classes)`` before the uniform mix."""
+        tokens = sample_unimix(logits, self.unimix, generator)
+        return tokens, unimix_log_probs(logits, self.unimix).exp() if probabilities else None

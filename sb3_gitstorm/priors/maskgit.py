@@ -34,7 +34,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_gitstorm.distributions import sample_unimix, unimix_log_probs
+from sb3_gitstorm.distributions import unimix_log_probs
 from sb3_gitstorm.priors.base import LatentPrior
 from sb3_gitstorm.transformer import Block
 
@@ -306,8 +306,13 @@ class MaskGITPrior(LatentPrior):
         return th.logsumexp(log_prob.view(num_orders, -1), 0) - math.log(num_orders)
 
     def resample(
-        self, hidden: th.Tensor, tokens: th.Tensor, positions: th.Tensor, generator: th.Generator | None = None
-    ) -> th.Tensor:
+        self,
+        hidden: th.Tensor,
+        tokens: th.Tensor,
+        positions: th.Tensor,
+        generator: th.Generator | None = None,
+        probs: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor | None]:
         """Re-mask ``positions`` and sample them given ``h_t`` and the other tokens; nothing else changes.
 
         Parameters
@@ -318,16 +323,32 @@ class MaskGITPrior(LatentPrior):
             Long ``(N, num_tokens)``: current tokens (``mask_id`` where not yet decoded).
         positions : th.Tensor
             Bool ``(N, num_tokens)``: the positions to (re-)sample.
+        generator : th.Generator, optional
+            Random generator.
+        probs : th.Tensor, optional
+            ``(N, num_tokens, num_classes)``: the distribution each current token was drawn from
+            (see :meth:`draw`); ``positions`` get the ones of this pass.
 
         Returns
         -------
-        th.Tensor
-            Long ``(N, num_tokens)``.
+        tuple of th.Tensor
+            Long ``(N, num_tokens)`` tokens, and the updated ``probs`` (None without ``probs``).
         """
         logits = self.logits(hidden, tokens.masked_fill(positions, self.mask_id))
-        return th.where(positions, sample_unimix(logits, self.unimix, generator), tokens)
+        drawn, drawn_probs = self.draw_from(logits, generator, probs is not None)
+        tokens = th.where(positions, drawn, tokens)
+        if probs is None or drawn_probs is None:
+            return tokens, None
+        return tokens, th.where(positions[..., None], drawn_probs, probs)
 
-    def revise(self, hidden: th.Tensor, tokens: th.Tensor, num_chunks: int, generator: th.Generator | None = None) -> th.Tensor:
+    def revise(
+        self,
+        hidden: th.Tensor,
+        tokens: th.Tensor,
+        num_chunks: int,
+        generator: th.Generator | None = None,
+        probs: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor | None]:
         """One pass of chunked decoding: :meth:`resample` each of ``num_chunks`` random chunks in turn.
 
         Starting from all-``[MASK]`` this is the draft (each chunk is sampled given the chunks
@@ -335,19 +356,29 @@ class MaskGITPrior(LatentPrior):
 
         Returns
         -------
-        th.Tensor
-            Long ``(N, num_tokens)``.
+        tuple of th.Tensor
+            Long ``(N, num_tokens)`` tokens, and ``probs`` updated as in :meth:`resample`.
         """
         chunks = random_chunks(tokens.shape[0], self.num_tokens, num_chunks, tokens.device, generator)
         for i in range(num_chunks):
-            tokens = self.resample(hidden, tokens, chunks == i, generator)
-        return tokens
+            tokens, probs = self.resample(hidden, tokens, chunks == i, generator, probs)
+        return tokens, probs
 
-    def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+    def draw(
+        self, hidden: th.Tensor, generator: th.Generator | None = None, probabilities: bool = False
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """:meth:`~sb3_gitstorm.priors.base.LatentPrior.draw` with the draft-and-revise schedule.
+
+        With several chunks, each token's probabilities are those of the last pass that drew it (its
+        chunk's last draft or revise call): the straight-through gradient reaches ``h_t`` through that
+        pass's network, given the other tokens as they were then; the conditioning tokens are discrete
+        samples and pass no gradient.
+        """
         masked = self._masked(hidden.shape[0], hidden.device)
         if self.one_pass:
-            return sample_unimix(self.logits(hidden, masked), self.unimix, generator)
-        tokens = self.revise(hidden, masked, self.decode.draft_steps, generator)
+            return self.draw_from(self.logits(hidden, masked), generator, probabilities)
+        probs = hidden.new_zeros(*masked.shape, self.num_classes, dtype=th.float32) if probabilities else None
+        tokens, probs = self.revise(hidden, masked, self.decode.draft_steps, generator, probs)
         for _ in range(self.decode.revise_rounds):
-            tokens = self.revise(hidden, tokens, self.decode.revise_steps, generator)
-        return tokens
+            tokens, probs = self.revise(hidden, tokens, self.decode.revise_steps, generator, probs)
+        return tokens, probs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch as th
 from torch import nn
 
-from sb3_gitstorm.distributions import sample_unimix, unimix_log_probs
+from sb3_gitstorm.distributions import unimix_log_probs
 from sb3_gitstorm.priors.base import LatentPrior
 
 
@@ -37,5 +37,7 @@ class MLPPrior(LatentPrior):
         mask = th.ones(next_tokens.shape, dtype=th.bool, device=hidden.device)
         return self.log_probs(hidden), mask
 
-    def sample(self, hidden: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        return sample_unimix(self.logits(hidden), self.unimix, generator)
+    def draw(
+        self, hidden: th.Tensor, generator: th.Generator | None = None, probabilities: bool = False
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        return self.draw_from(self.logits(hidden), generator, probabilities)

@@ -164,14 +164,15 @@ PINNED: dict[str, tuple[dict[str, float], list]] = {
             [0.003901958465576172, 0.002105236053466797],
         ],
     ),
-    # Recorded with the straight-through latents of actor_gradient="dynamics" and batch starts that observe
-    # imagine_context_length steps each. The motion_weight case is re-recorded whenever motion_weights changes.
+    # Recorded with the straight-through latents of actor_gradient="dynamics", batch starts that observe
+    # imagine_context_length steps each, the eval-mode imagination_kl (none for revise schedules) and the
+    # per-episode-segment motion_weights. Re-record: python -m tests.test_pinned CASE [CASE ...]
     "mlp-cartpole-batch-starts": (
         {
             "train/actor_loss": 0.005427935785064619,
             "train/critic_loss": 65.93085432052612,
             "train/entropy": 11.09027373790741,
-            "world_model/imagination_kl": 9.730610966682434,
+            "world_model/imagination_kl": 9.716815531253815,
             "world_model/kl": 9.730611026287079,
             "world_model/loss": 98.57033061981201,
             "world_model/reconstruction_loss": 12.05376261472702,
@@ -183,7 +184,7 @@ PINNED: dict[str, tuple[dict[str, float], list]] = {
             "train/actor_loss": 0.03158290406281594,
             "train/critic_loss": 60.5077965259552,
             "train/entropy": 20.885268092155457,
-            "world_model/imagination_kl": 10.184653043746948,
+            "world_model/imagination_kl": 10.181890606880188,
             "world_model/kl": 10.184653222560883,
             "world_model/loss": 136.12340831756592,
             "world_model/reconstruction_loss": 49.30261766910553,
@@ -198,25 +199,24 @@ PINNED: dict[str, tuple[dict[str, float], list]] = {
     ),
     "mlp-cartpole-draft-4-revise-2": (
         {
-            "train/actor_loss": 0.00537120584931472,
-            "train/critic_loss": 65.80535411834717,
-            "train/entropy": 11.090283215045929,
-            "world_model/imagination_kl": 9.906697630882263,
-            "world_model/kl": 5.774254620075226,
-            "world_model/loss": 96.94522476196289,
-            "world_model/reconstruction_loss": 10.432420670986176,
+            "train/actor_loss": 0.005381270006637351,
+            "train/critic_loss": 65.87963819503784,
+            "train/entropy": 11.0902578830719,
+            "world_model/kl": 5.55782975256443,
+            "world_model/loss": 97.49419021606445,
+            "world_model/reconstruction_loss": 10.911547124385834,
         },
-        [1, 0, 0, 1, 1],
+        [1, 1, 0, 1, 1],
     ),
     "cnn-dot-motion-weight": (
         {
-            "train/actor_loss": 0.009388720467995881,
-            "train/critic_loss": 68.4185471534729,
+            "train/actor_loss": 0.009331932697023149,
+            "train/critic_loss": 68.39554810523987,
             "train/entropy": 17.577757835388184,
-            "world_model/imagination_kl": 8.122095048427582,
-            "world_model/kl": 8.12209501862526,
-            "world_model/loss": 11931.628601074219,
-            "world_model/reconstruction_loss": 11846.153503417969,
+            "world_model/imagination_kl": 8.183540105819702,
+            "world_model/kl": 8.183213651180267,
+            "world_model/loss": 14537.01318359375,
+            "world_model/reconstruction_loss": 14451.537780761719,
         },
         [1, 1, 1, 1, 1],
     ),

@@ -13,8 +13,10 @@ import torch as th
 from PIL import Image
 
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.envs.toy import JumpingDotEnv
 from sb3_gitstorm.world_model_metrics import (
     Episode,
+    FeasibilityEvaluator,
     OpenLoopEvaluator,
     OpenLoopPrediction,
     Windows,
@@ -162,6 +164,42 @@ def test_reward_explained_variance(monkeypatch: pytest.MonkeyPatch, fast_kwargs:
     shifted = evaluate(real + 1.0)  # error 1 everywhere, real variance 0.5
     assert shifted["reward_explained_variance"] == pytest.approx(1.0 - 1.0 / 0.5)
     assert evaluate(real, rewards=np.ones((n, h)))["reward_explained_variance"] is None  # no spread: undefined
+
+
+def test_feasibility_counts_imagined_frames_against_the_frame_before_them(
+    monkeypatch: pytest.MonkeyPatch, fast_kwargs: dict
+) -> None:
+    """Imagined frames are judged after the previous imagined frame (the last real one at step 1), reconstructions
+    after the previous real frame; a rollout stays feasible only while all its frames are."""
+    env = JumpingDotEnv(size=32, cells=4, jump=1, outcomes=4)
+    model = GITSTORM("CnnPolicy", env, **fast_kwargs)
+    episode = collect_episode(env, seed=0)
+    n, s, h, c = 3, 2, 3, 2
+    windows = gather_windows([episode], [(0, 0), (0, 10), (0, 20)], c, h)
+    real = th.as_tensor(windows.observations[:, c:]).permute(0, 1, 4, 2, 3).float() / 255.0  # (N, H, 3, 32, 32)
+    predicted = real[:, None].repeat(1, s, 1, 1, 1, 1)
+    predicted[0, 1, 1] = 0.0  # window 0, sample 1: no dot at step 2 ...
+    predicted[1, 0, 0] = predicted[1, 0, 0].roll(8, -1)  # window 1, sample 0: the dot one cell off at step 1
+    log_probs = th.full((n, s, h, 8, 8), -math.log(8.0))
+    reconstructed = real.clone()
+    reconstructed[2, 2] = 1.0  # a white frame
+    prediction = OpenLoopPrediction(
+        real, predicted, reconstructed, th.zeros(n, s, h), th.ones(n, s, h), log_probs, log_probs[:, 0]
+    )  # fmt: skip
+    evaluator = FeasibilityEvaluator(model, c, h, env.feasible, samples=s)
+    monkeypatch.setattr(evaluator, "predict", lambda _: prediction)
+    evaluator.add(windows)
+    summary = evaluator.summary()
+    # Step 1: one bad frame of 6. Step 2: window 0 sample 1 shows no dot, window 1 sample 0 follows a misplaced dot
+    # (checked against it, the real next dot is not one jump away, unless by chance) ...
+    moved = env.locate(predicted[1, 0, 0].numpy())
+    second = env.locate(real[1, 1].numpy()) in env.targets(moved, windows.actions[1, c]) if moved else False
+    assert summary["feasible_per_step"] == pytest.approx([5 / 6, (4 + second) / 6, 5 / 6])  # ... step 3 after no dot
+    assert summary["feasible_rollout_per_step"] == pytest.approx([5 / 6, 4 / 6, 4 / 6])
+    assert summary["reconstruction_feasible_per_step"] == pytest.approx([1.0, 1.0, 2 / 3])
+    assert summary["feasible"] == pytest.approx((14 + second) / 18)
+    with pytest.raises(ValueError, match="must see images"):
+        FeasibilityEvaluator(GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs), c, h, env.feasible)
 
 
 def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> None:

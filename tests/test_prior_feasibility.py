@@ -1,0 +1,53 @@
+"""benchmarks/prior_feasibility.py at a tiny scale: trains, evaluates, resumes and re-evaluates saved models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_feasibility.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("prior_feasibility", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prior_feasibility_smoke(tmp_path: Path) -> None:
+    script = load_script()
+    variants = ["mlp", "maskgit-cosine-draft8", "maskgit-cosine-draft8-revise"]
+    argv = ["--out", str(tmp_path), "--outcomes", "4", "--seeds", "0", "1", "--variants", *variants]
+    argv += ["--updates", "3", "--episodes", "2", "--held-out", "1", "--workers", "1"]
+    summary = script.main(argv)
+    assert list(summary["o4"]) == variants
+    for name, entry in summary["o4"].items():
+        assert entry["seeds"] == [0, 1] and entry["updates"] == [3]
+        for column in ("feasible_step1", "reconstruction_feasible", "kl", "mse", "prior_perplexity"):
+            mean, ci = entry[column]
+            assert mean == mean and ci >= 0.0, (name, column)  # finite
+        assert 0.0 <= entry["feasible_step1"][0] <= 1.0 and len(entry["feasible_rollout_per_step"]) == script.HORIZON
+        assert entry["time_ratio"] > 0.0
+    assert summary["o4"]["mlp"]["time_ratio"] == pytest.approx(1.0)
+    # The two cosine variants evaluate one trained model under two decodings.
+    assert not list((tmp_path / "runs" / "o4" / "maskgit-cosine-draft8").glob("*.zip"))
+    assert (tmp_path / "runs" / "o4" / "maskgit-cosine" / "seed1.zip").exists()
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "summary.md", "imagined.png", "runs"}
+    assert "| maskgit-cosine-draft8-revise | 8/8/1 | 2 |" in (tmp_path / "summary.md").read_text()
+
+    # Resuming evaluates nothing again; --eval-only re-evaluates the saved models and trains none.
+    record = tmp_path / "runs" / "o4" / "mlp" / "seed0.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "kl": 123.0}) + "\n")
+    assert script.main(argv)["o4"]["mlp"]["kl"][0] != pytest.approx(summary["o4"]["mlp"]["kl"][0])
+    model = tmp_path / "runs" / "o4" / "mlp" / "seed0.zip"
+    stamp = model.stat().st_mtime_ns
+    again = script.main([*argv, "--eval-only"])
+    assert again["o4"]["mlp"]["kl"][0] == pytest.approx(summary["o4"]["mlp"]["kl"][0])
+    assert model.stat().st_mtime_ns == stamp
+    (tmp_path / "runs" / "o4" / "mlp" / "seed1.zip").unlink()
+    with pytest.raises(FileNotFoundError, match="--eval-only: no saved model"):
+        script.main([*argv, "--eval-only"])

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_feasibility.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("prior_feasibility", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark
 
 
 def test_prior_feasibility_smoke(tmp_path: Path) -> None:
-    script = load_script()
+    script = load_benchmark("prior_feasibility")
+    script.TIMING_BATCH, script.TIMING_REPEATS = 8, 1  # seconds, not a measurement
     variants = ["mlp", "maskgit-cosine-draft8", "maskgit-cosine-draft8-revise"]
     argv = ["--out", str(tmp_path), "--outcomes", "4", "--seeds", "0", "1", "--variants", *variants]
     argv += ["--updates", "3", "--episodes", "2", "--held-out", "1", "--workers", "1"]

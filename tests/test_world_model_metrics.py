@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -29,16 +28,11 @@ from sb3_gitstorm.world_model_metrics import (
     ssim,
     window_starts,
 )
-from tests.conftest import DotEnv
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "world_model_eval.py"
+from tests.conftest import DotEnv, load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("world_model_eval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("world_model_eval")
 
 
 def test_psnr() -> None:
@@ -224,6 +218,18 @@ def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> N
         OpenLoopEvaluator(model, context=4, horizon=6)  # 9 positions, trained on windows of 8
     with pytest.raises(ValueError, match="max_length"):
         OpenLoopEvaluator(model, context=8, horizon=60)
+
+
+def test_the_script_counts_feasible_frames_where_the_env_has_a_checker(tmp_path: Path, fast_kwargs: dict) -> None:
+    env_kwargs = '{"size": 32, "cells": 4, "jump": 1, "outcomes": 4, "max_steps": 12}'
+    env = JumpingDotEnv(size=32, cells=4, jump=1, outcomes=4, max_steps=12)
+    GITSTORM("CnnPolicy", env, seed=0, **fast_kwargs).learn(40).save(tmp_path / "dot.zip")
+    argv = ["--models", str(tmp_path / "dot.zip"), "--env", "gitstorm/JumpingDot-v0", "--env-kwargs", env_kwargs]
+    report = load_script().main([*argv, "--episodes", "2", "--context", "2", "--horizon", "3", "--out", str(tmp_path / "eval")])
+    metrics = report["models"]["dot"]["metrics"]
+    for key in ("feasible", "feasible_rollout", "reconstruction_feasible"):
+        assert 0.0 <= metrics[key] <= 1.0 and len(metrics[f"{key}_per_step"]) == 3
+    assert "feasible imagined frames ↑" in (tmp_path / "eval" / "metrics.md").read_text()
 
 
 class FakeI3D(th.nn.Module):

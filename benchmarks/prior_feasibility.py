@@ -273,7 +273,8 @@ COLUMNS = [
     ("feasible 1 step ↑", "feasible_step1"),
     (f"feasible {HORIZON} steps ↑", "feasible_rollout_last"),
     ("recon. feasible (ceiling)", "reconstruction_feasible"),
-    ("KL (nats)", "kl"),
+    ("one-step KL (nats)", "kl_step1"),
+    (f"KL over {HORIZON} steps", "kl"),
     (f"open-loop MSE ({HORIZON} steps)", "mse"),
     ("recon. MSE / empty", "reconstruction_vs_empty"),
     ("prior perplexity", "prior_perplexity"),
@@ -287,6 +288,7 @@ def summarise(records: list[dict[str, Any]], times: dict[int, dict[str, float]])
         row = {
             **r,
             "feasible_step1": r["feasible_per_step"][0],
+            "kl_step1": r["kl_per_step"][0],
             "feasible_rollout_last": r["feasible_rollout_per_step"][-1],
             "reconstruction_vs_empty": r["reconstruction_mse"] / r["empty_frame_mse"],
         }
@@ -301,12 +303,11 @@ def summarise(records: list[dict[str, Any]], times: dict[int, dict[str, float]])
             entry["updates"] = sorted({row["updates"] for row in rows})
             for _, column in COLUMNS:
                 entry[column] = mean_ci([row[column] for row in rows])
-            for column in ("feasible_per_step", "feasible_rollout_per_step", "mse_per_step"):
+            for column in ("feasible_per_step", "feasible_rollout_per_step", "mse_per_step", "kl_per_step"):
                 steps = np.array([row[column] for row in rows], dtype=np.float64)
                 entry[column] = [mean_ci(list(steps[:, k])) for k in range(steps.shape[1])]
             entry["seconds_per_step"] = step_times.get(name)
             entry["time_ratio"] = step_times[name] / step_times["mlp"] if name in step_times and "mlp" in step_times else None
-            entry["cpu_seconds"] = float(sum(row["train_cpu_seconds"] + row["eval_cpu_seconds"] for row in rows))
     return summary
 
 
@@ -329,9 +330,39 @@ def markdown(summary: dict[str, Any], header: str) -> str:
         "Mean ± half-width of the 95% confidence interval (Student t) over seeds. Feasible: the imagined frame shows "
         "one clean dot at a cell the dynamics allow after the frame before it (1 step: after the last real frame; "
         f"{HORIZON} steps: every frame of the rollout). Recon. feasible: the same for the reconstructions of the real "
-        "frames. Recon. MSE / empty: reconstruction error over the error of a frame without the dot."
+        "frames. KL: the all-token KL(posterior || prior) of the prior as OpenLoopEvaluator reports it (one step: "
+        "teacher-forced; for chunked decodings a teacher-forced pseudo-likelihood, not the KL of what imagination "
+        "samples). Recon. MSE / empty: reconstruction error over the error of a frame without the dot."
     )
     return "\n".join(lines) + "\n"
+
+
+def plot_rates(summary: dict[str, Any], path: Path) -> None:
+    """Feasible-state rates per variant (1 imagined step, whole rollouts, reconstructions), mean and 95% CI, one panel
+    per ``outcomes``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = (("feasible_step1", "1 imagined step"), ("feasible_rollout_last", f"{HORIZON}-step rollouts"))
+    fig, axes = plt.subplots(1, len(summary), figsize=(6.5 * len(summary), 3.6), squeeze=False)
+    for ax, (key, variants) in zip(axes[0], summary.items(), strict=True):
+        names = list(variants)
+        x = np.arange(len(names))
+        for i, (column, label) in enumerate(bars):
+            mean, ci = (np.array(v) for v in zip(*(variants[n][column] for n in names), strict=True))
+            ax.bar(x + (i - 0.5) * 0.4, mean, 0.4, yerr=ci, capsize=2, label=label)
+        ceiling = [variants[n]["reconstruction_feasible"][0] for n in names]
+        ax.plot(x, ceiling, "k_", markersize=14, label="reconstructions (ceiling)")
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("feasible imagined frames")
+        ax.set_title(f"JumpingDot, {key[1:]} outcomes", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def figure(out: Path, outcomes_list: list[int], names: list[str], seed: int, path: Path, samples: int = 8) -> None:
@@ -418,15 +449,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             records += list(tqdm(pool.imap_unordered(run, jobs), total=len(jobs), desc="runs"))
     times = {outcomes: imagination_times(out, outcomes, args.variants, args.seeds) for outcomes in args.outcomes}
     summary = summarise(records, times)
+    # Each trained model once (variants that share one report its training too), every evaluation.
+    training = {
+        (r["outcomes"], VARIANTS[r["variant"]].get("train", r["variant"]), r["seed"]): r["train_cpu_seconds"] for r in records
+    }
+    cpu_hours = (sum(training.values()) + sum(r["eval_cpu_seconds"] for r in records)) / 3600
     header = (
         f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, torch {th.__version__}, "
-        f"command: `python benchmarks/prior_feasibility.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+        f"command: `python benchmarks/prior_feasibility.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+        f"{len(training)} models trained, {len(records)} evaluations, {cpu_hours:.2f} CPU hours (one thread each)"
     )
     wall = time.time() - started
     (out / "results.json").write_text(
-        json.dumps({"header": header, "wall_seconds_this_call": wall, "summary": summary, "runs": records}, indent=1) + "\n"
+        json.dumps(
+            {"header": header, "cpu_hours": cpu_hours, "wall_seconds_this_call": wall, "summary": summary, "runs": records},
+            indent=1,
+        )
+        + "\n"
     )
     (out / "summary.md").write_text(markdown(summary, header))
+    plot_rates(summary, out / "feasibility.png")
     figure(out, args.outcomes, args.variants, args.seeds[0], out / "imagined.png")
     print(markdown(summary, header))
     return summary

@@ -29,7 +29,7 @@ def test_prior_feasibility_smoke(tmp_path: Path) -> None:
     # The two cosine variants evaluate one trained model under two decodings.
     assert not list((tmp_path / "runs" / "o4" / "maskgit-cosine-draft8").glob("*.zip"))
     assert (tmp_path / "runs" / "o4" / "maskgit-cosine" / "seed1.zip").exists()
-    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "summary.md", "imagined.png", "runs"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "summary.md", "imagined.png", "feasibility.png", "runs"}
     assert "| maskgit-cosine-draft8-revise | 8/8/1 | 2 |" in (tmp_path / "summary.md").read_text()
 
     # Resuming evaluates nothing again; --eval-only re-evaluates the saved models and trains none.

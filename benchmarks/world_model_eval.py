@@ -8,8 +8,11 @@ then for every model predicts each window of ``context + horizon`` frames open l
 and reports, per horizon step and on average: frame MSE, PSNR and SSIM against the real frames
 (resized to the model's input), FVD (with ``--i3d``), reward error, termination accuracy and recall,
 the prior's and the posterior's perplexity and the posterior-prior KL (see
-:mod:`sb3_gitstorm.world_model_metrics`). Writes ``metrics.json``, ``metrics.md`` (one column per model) and,
-for image models, ``<model>/rollouts.png`` and ``<model>/rollouts.gif`` (real row above imagined rows).
+:mod:`sb3_gitstorm.world_model_metrics`); for environments with a ``feasible(previous, action, frame)``
+checker (JumpingDot), also the share of imagined frames that can happen
+(:class:`~sb3_gitstorm.world_model_metrics.FeasibilityEvaluator`). Writes ``metrics.json``, ``metrics.md``
+(one column per model) and, for image models, ``<model>/rollouts.png`` and ``<model>/rollouts.gif`` (real row
+above imagined rows).
 
 ``--env`` is a gymnasium id (``module:EnvId`` imports the module first) or a ``module:function``
 factory returning a gymnasium.Env, called with ``--env-kwargs``.
@@ -37,6 +40,7 @@ from tqdm import tqdm
 
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.world_model_metrics import (
+    FeasibilityEvaluator,
     I3DFeatures,
     OpenLoopEvaluator,
     OpenLoopPrediction,
@@ -59,6 +63,9 @@ SUMMARY_ROWS = [
     ("reward explained variance ↑ (0: no better than the mean reward)", "reward_explained_variance"),
     ("termination accuracy ↑", "termination_accuracy"),
     ("termination recall ↑", "termination_recall"),
+    ("feasible imagined frames ↑", "feasible"),
+    ("feasible rollouts to the horizon ↑", "feasible_rollout"),
+    ("feasible reconstructions (ceiling)", "reconstruction_feasible"),
     ("KL(posterior ‖ prior) (nats) ↓", "prior_kl"),
     ("prior perplexity", "prior_perplexity"),
     ("posterior perplexity", "posterior_perplexity"),
@@ -68,6 +75,7 @@ PER_STEP_TABLES = [
     ("frame SSIM", "ssim"),
     ("frame MSE", "mse"),
     ("KL(posterior ‖ prior)", "prior_kl"),
+    ("feasible imagined frames", "feasible"),
 ]
 
 
@@ -152,9 +160,9 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     # Rows no model has (image metrics of vector models, FVD without --i3d) are left out; the notes say why.
     rows += [
-        (label, [fmt(m["metrics"][key]) for m in models.values()])
+        (label, [fmt(m["metrics"].get(key)) for m in models.values()])
         for label, key in SUMMARY_ROWS
-        if any(m["metrics"][key] is not None for m in models.values())
+        if any(m["metrics"].get(key) is not None for m in models.values())
     ]
     rows.append(
         ("KL at step 1 (teacher-forced)", [fmt((m["metrics"]["prior_kl_per_step"] or [None])[0]) for m in models.values()])
@@ -190,13 +198,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = make_env(args.env, args.env_kwargs)
     models = [GITSTORM.load(path, device=args.device) for path in args.models]
     video_features = I3DFeatures(args.i3d, models[0].device) if args.i3d else None
+    # Tasks that can tell a possible frame from an impossible one (JumpingDot) get the feasibility rows.
+    checker = getattr(env.unwrapped, "feasible", None)
     evaluators = []
     for path, model in zip(args.models, models, strict=True):
         try:
             check_compatible(model, env.observation_space, env.action_space)
-            evaluators.append(
-                OpenLoopEvaluator(model, args.context, args.horizon, args.samples, video_features, args.prior_orders)
-            )
+            if checker is not None and model.policy.images:
+                evaluators.append(
+                    FeasibilityEvaluator(model, args.context, args.horizon, checker, args.samples, video_features, args.prior_orders)
+                )
+            else:
+                evaluators.append(
+                    OpenLoopEvaluator(model, args.context, args.horizon, args.samples, video_features, args.prior_orders)
+                )
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from error
     behaviour = None if args.policy == "random" else GITSTORM.load(args.policy, device=args.device)

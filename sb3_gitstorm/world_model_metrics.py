@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -564,6 +565,78 @@ class OpenLoopEvaluator:
         per_step = [explained(*step) for step in zip(squared_error, first, second, counts, strict=True)]
         overall = explained(squared_error.sum(), first.sum(), second.sum(), counts.sum())
         return {"reward_explained_variance": overall, "reward_explained_variance_per_step": per_step}
+
+
+# ---------------------------------------------------------------------------------------- feasibility
+
+# ``checker(previous, action, frame)``: can ``frame`` follow ``previous`` after ``action``? Frames are channel-first
+# floats in [0, 1] as the world model decodes them, the action as the environment takes it
+# (e.g. :meth:`sb3_gitstorm.envs.toy.JumpingDotEnv.feasible`).
+FeasibilityChecker = Callable[[np.ndarray, Any, np.ndarray], bool]
+
+
+class FeasibilityEvaluator(OpenLoopEvaluator):
+    """:class:`OpenLoopEvaluator` that also counts imagined frames that cannot happen, for tasks with a checker.
+
+    Adds to :meth:`~OpenLoopEvaluator.summary`:
+
+    - ``feasible``: share of imagined frames that can follow the frame before them in their rollout (the
+      last real context frame for the first step) after the real action;
+    - ``feasible_rollout``: share of rollouts whose frames were all feasible up to that step;
+    - ``reconstruction_feasible``: the same as ``feasible`` for the reconstructions (posterior mode) of
+      the real frames, each after the real frame before it: the ceiling the decoder allows.
+
+    Each with a ``_per_step`` list, like the other metrics.
+
+    Parameters
+    ----------
+    model : GITSTORM
+        An image model.
+    context, horizon, samples, video_features, prior_orders
+        As in :class:`OpenLoopEvaluator`.
+    checker : callable
+        ``checker(previous, action, frame) -> bool`` (:data:`FeasibilityChecker`).
+    """
+
+    def __init__(
+        self,
+        model: GITSTORM,
+        context: int,
+        horizon: int,
+        checker: FeasibilityChecker,
+        samples: int = 1,
+        video_features: I3DFeatures | None = None,
+        prior_orders: int = 32,
+    ) -> None:
+        super().__init__(model, context, horizon, samples, video_features, prior_orders)
+        if not self.images:
+            raise ValueError("the feasibility checker judges decoded frames: the model must see images")
+        self.checker = checker
+
+    def _check(self, previous: np.ndarray, actions: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """``checker`` of each row: frames ``(N, *frame)``, actions ``(N, ...)``; bool ``(N,)``."""
+        return np.array([self.checker(p, a, f) for p, a, f in zip(previous, actions, frames, strict=True)], dtype=bool)
+
+    def add(self, windows: Windows) -> OpenLoopPrediction:
+        p = super().add(windows)
+        n, s, h = p.rewards.shape
+        c = self.context
+        last = self.world_model.preprocess(self._observations(windows.observations[:, c - 1 : c])[:, 0]).cpu().numpy()
+        actions = windows.actions[:, c - 1 :]  # the real action before each imagined step, (N, H, ...)
+        real, reconstructed, predicted = (x.cpu().numpy() for x in (p.real, p.reconstructed, p.predicted))
+        before_real = np.concatenate([last[:, None], real[:, :-1]], 1)  # (N, H, *frame)
+        feasible = np.zeros((n, s, h), dtype=bool)
+        reconstruction = np.zeros((n, h), dtype=bool)
+        for k in range(h):
+            reconstruction[:, k] = self._check(before_real[:, k], actions[:, k], reconstructed[:, k])
+            previous = np.repeat(last, s, 0) if k == 0 else predicted[:, :, k - 1].reshape(n * s, *last.shape[1:])
+            feasible[:, :, k] = self._check(
+                previous, np.repeat(actions[:, k], s, 0), predicted[:, :, k].reshape(previous.shape)
+            ).reshape(n, s)
+        self._add("feasible", th.as_tensor(feasible))
+        self._add("feasible_rollout", th.as_tensor(np.logical_and.accumulate(feasible, -1)))
+        self._add("reconstruction_feasible", th.as_tensor(reconstruction))
+        return p
 
 
 # ------------------------------------------------------------------------------------------- pictures

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,6 +13,16 @@ import torch as th
 
 # One thread per test process: the suite runs with pytest-xdist across the cores.
 th.set_num_threads(1)
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import the script ``benchmarks/<name>.py`` as a module (to call its ``main(argv)``)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_configure(config: pytest.Config) -> None:

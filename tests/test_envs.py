@@ -25,6 +25,7 @@ from sb3_gitstorm.envs import (
     make_dmc_env,
     setup_headless_rendering,
 )
+from sb3_gitstorm.envs.toy import JumpingDotEnv
 
 
 @pytest.mark.parametrize("protocol, sticky, noop_max, n_actions", [("storm", 0.25, 0, 18), ("atari100k", 0.0, 30, 4)])
@@ -147,6 +148,61 @@ def test_jumping_dot_is_bimodal_and_rewards_the_right_half() -> None:
     assert jumps == {base.jump, base.cells - base.jump} and reward == 1.0
     obs, _ = env.reset(seed=1)
     assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8 and (obs == 255).all(-1).sum() == 16
+
+
+@pytest.mark.parametrize("outcomes", [2, 4, 8])
+def test_jumping_dot_jumps_to_every_outcome_and_real_frames_are_feasible(outcomes: int) -> None:
+    """Every step lands on one of the ``outcomes`` targets (each of them happens), and the checker accepts every real frame."""
+    env = JumpingDotEnv(size=16, cells=4, jump=1, outcomes=outcomes)
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    landed: set[tuple[int, int]] = set()
+    for _ in range(300):
+        cell, action = env.cell.copy(), int(env.action_space.sample())
+        previous = obs.transpose(2, 0, 1) / 255.0
+        obs, *_ = env.step(action)
+        targets = env.targets(cell, action)
+        assert len(targets) == outcomes and tuple(env.cell) in targets
+        assert env.locate(obs.transpose(2, 0, 1) / 255.0) == tuple(env.cell)
+        assert env.feasible(previous, action, obs.transpose(2, 0, 1) / 255.0)
+        landed.add(tuple(int(v) for v in (np.array(env.cell) - env._moved(cell, action)) % env.cells))
+    assert len(landed) == outcomes
+
+
+def test_jumping_dot_checker_rejects_mixed_missing_and_misplaced_dots() -> None:
+    """Two half dots, no dot, a dot in a cell the jump cannot reach, or a smeared dot are infeasible."""
+    env = JumpingDotEnv(size=16, cells=4, jump=1, outcomes=4)
+    env.reset(seed=0)
+    env.cell = np.array([1, 1])
+    previous = env._obs().transpose(2, 0, 1) / 255.0
+
+    def frame(*cells: tuple[int, int]) -> np.ndarray:
+        env.cell = np.array(cells[0])
+        out = env._obs().transpose(2, 0, 1) / 255.0
+        for y, x in cells[1:]:
+            out[:, 4 * y : 4 * y + 4, 4 * x : 4 * x + 4] = 1.0
+        return out
+
+    assert env.targets((1, 1), 1) == {(0, 1), (2, 1), (1, 0), (1, 2)}
+    assert env.feasible(previous, 1, frame((0, 1))) and env.feasible(previous, 2, frame((1, 3)))
+    assert not env.feasible(previous, 1, frame((1, 1)))  # stayed: not a jump target
+    assert not env.feasible(previous, 1, frame((0, 1), (2, 1)))  # two dots
+    two_halves = frame((0, 1))
+    two_halves[:, 2:4] = 0.0  # the lower half of the dot is missing ...
+    two_halves[:, 8:10, 4:8] = 1.0  # ... and the upper half of the other target's dot is there
+    assert env.locate(two_halves) is None and not env.feasible(previous, 1, two_halves)
+    empty = env._background().transpose(2, 0, 1) / 255.0
+    assert env.locate(empty) is None and not env.feasible(previous, 1, empty) and not env.feasible(empty, 1, frame((0, 1)))
+    faint = frame((0, 1)) * 0.4  # a ghost of the dot below the threshold
+    assert env.locate(faint) is None
+    shifted = np.roll(frame((0, 1)), 2, axis=2)  # half in one cell, half in the next
+    assert env.locate(shifted) is None
+    with pytest.raises(ValueError, match="multiples of cells"):
+        env.locate(np.zeros((3, 15, 15)))
+    with pytest.raises(ValueError, match="outcomes must be one of"):
+        JumpingDotEnv(outcomes=3)
+    with pytest.raises(ValueError, match="distinct cells"):
+        JumpingDotEnv(size=8, cells=2, jump=1, outcomes=8)
 
 
 def test_which_half_rewards_naming_the_half_the_square_is_in() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,8 +13,10 @@ import torch as th
 from PIL import Image
 
 from sb3_gitstorm import GITSTORM
+from sb3_gitstorm.envs.toy import JumpingDotEnv
 from sb3_gitstorm.world_model_metrics import (
     Episode,
+    FeasibilityEvaluator,
     OpenLoopEvaluator,
     OpenLoopPrediction,
     Windows,
@@ -28,16 +29,11 @@ from sb3_gitstorm.world_model_metrics import (
     ssim,
     window_starts,
 )
-from tests.conftest import DotEnv
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "world_model_eval.py"
+from tests.conftest import DotEnv, load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("world_model_eval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("world_model_eval")
 
 
 def test_psnr() -> None:
@@ -199,6 +195,42 @@ def test_reward_explained_variance(monkeypatch: pytest.MonkeyPatch, fast_kwargs:
     assert evaluate(real, rewards=np.ones((n, h)))["reward_explained_variance"] is None  # no spread: undefined
 
 
+def test_feasibility_counts_imagined_frames_against_the_frame_before_them(
+    monkeypatch: pytest.MonkeyPatch, fast_kwargs: dict
+) -> None:
+    """Imagined frames are judged after the previous imagined frame (the last real one at step 1), reconstructions
+    after the previous real frame; a rollout stays feasible only while all its frames are."""
+    env = JumpingDotEnv(size=32, cells=4, jump=1, outcomes=4)
+    model = GITSTORM("CnnPolicy", env, **fast_kwargs)
+    episode = collect_episode(env, seed=0)
+    n, s, h, c = 3, 2, 3, 2
+    windows = gather_windows([episode], [(0, 0), (0, 10), (0, 20)], c, h)
+    real = th.as_tensor(windows.observations[:, c:]).permute(0, 1, 4, 2, 3).float() / 255.0  # (N, H, 3, 32, 32)
+    predicted = real[:, None].repeat(1, s, 1, 1, 1, 1)
+    predicted[0, 1, 1] = 0.0  # window 0, sample 1: no dot at step 2 ...
+    predicted[1, 0, 0] = predicted[1, 0, 0].roll(8, -1)  # window 1, sample 0: the dot one cell off at step 1
+    log_probs = th.full((n, s, h, 8, 8), -math.log(8.0))
+    reconstructed = real.clone()
+    reconstructed[2, 2] = 1.0  # a white frame
+    prediction = OpenLoopPrediction(
+        real, predicted, reconstructed, th.zeros(n, s, h), th.ones(n, s, h), None, None, log_probs[:, 0]
+    )  # fmt: skip
+    evaluator = FeasibilityEvaluator(model, c, h, env.feasible, samples=s)
+    monkeypatch.setattr(evaluator, "predict", lambda _: prediction)
+    evaluator.add(windows)
+    summary = evaluator.summary()
+    # Step 1: one bad frame of 6. Step 2: window 0 sample 1 shows no dot, window 1 sample 0 follows a misplaced dot
+    # (checked against it, the real next dot is not one jump away, unless by chance) ...
+    moved = env.locate(predicted[1, 0, 0].numpy())
+    second = env.locate(real[1, 1].numpy()) in env.targets(moved, windows.actions[1, c]) if moved else False
+    assert summary["feasible_per_step"] == pytest.approx([5 / 6, (4 + second) / 6, 5 / 6])  # ... step 3 after no dot
+    assert summary["feasible_rollout_per_step"] == pytest.approx([5 / 6, 4 / 6, 4 / 6])
+    assert summary["reconstruction_feasible_per_step"] == pytest.approx([1.0, 1.0, 2 / 3])
+    assert summary["feasible"] == pytest.approx((14 + second) / 18)
+    with pytest.raises(ValueError, match="must see images"):
+        FeasibilityEvaluator(GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs), c, h, env.feasible)
+
+
 def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> None:
     GITSTORM("MlpPolicy", "CartPole-v1", seed=0, **fast_kwargs).learn(40).save(tmp_path / "storm.zip")
     script = load_script()
@@ -221,6 +253,18 @@ def test_vector_model_through_the_script(tmp_path: Path, fast_kwargs: dict) -> N
         OpenLoopEvaluator(model, context=4, horizon=6)  # 9 positions, trained on windows of 8
     with pytest.raises(ValueError, match="max_length"):
         OpenLoopEvaluator(model, context=8, horizon=60)
+
+
+def test_the_script_counts_feasible_frames_where_the_env_has_a_checker(tmp_path: Path, fast_kwargs: dict) -> None:
+    env_kwargs = '{"size": 32, "cells": 4, "jump": 1, "outcomes": 4, "max_steps": 12}'
+    env = JumpingDotEnv(size=32, cells=4, jump=1, outcomes=4, max_steps=12)
+    GITSTORM("CnnPolicy", env, seed=0, **fast_kwargs).learn(40).save(tmp_path / "dot.zip")
+    argv = ["--models", str(tmp_path / "dot.zip"), "--env", "gitstorm/JumpingDot-v0", "--env-kwargs", env_kwargs]
+    report = load_script().main([*argv, "--episodes", "2", "--context", "2", "--horizon", "3", "--out", str(tmp_path / "eval")])
+    metrics = report["models"]["dot"]["metrics"]
+    for key in ("feasible", "feasible_rollout", "reconstruction_feasible"):
+        assert 0.0 <= metrics[key] <= 1.0 and len(metrics[f"{key}_per_step"]) == 3
+    assert "feasible imagined frames ↑" in (tmp_path / "eval" / "metrics.md").read_text()
 
 
 class FakeI3D(th.nn.Module):

@@ -2,11 +2,13 @@
 
 :class:`JumpingDotEnv` tests a world model's prior. The agent moves the dot left or right; every step
 it also jumps ``jump`` cells up or down (wrapping around) with equal probability, so the next frame
-is bimodal. A world model must put its probability on one dot in one of two places: a prior whose
-latent tokens are independent given ``h_t`` (STORM's, or MaskGIT drawn in one pass) can only match
-the two modes token by token, and its samples mix them (no dot, or two half dots); MaskGIT decoding
-the tokens in several chunks can keep them consistent. The reward is 1 while the dot is in the right
-half of the frame, so walking right and staying there (a constant policy) is optimal.
+is bimodal (``outcomes=4`` or ``8`` adds left / right and diagonal jumps). A world model must put its
+probability on one dot in one of the places: a prior whose latent tokens are independent given ``h_t``
+(STORM's, or MaskGIT drawn in one pass) can only match the modes token by token, and its samples mix
+them (no dot, or two half dots); MaskGIT decoding the tokens in several chunks can keep them
+consistent. :meth:`JumpingDotEnv.feasible` tells from a (decoded) frame whether it can follow the
+previous one. The reward is 1 while the dot is in the right half of the frame, so walking right and
+staying there (a constant policy) is optimal.
 
 :class:`WhichHalfEnv` tests an agent: the square wanders at random and the reward is for naming the
 half of the frame it is in, so the action must follow the frame.
@@ -59,6 +61,9 @@ class SquareOnGridEnv(gym.Env):
 class JumpingDotEnv(SquareOnGridEnv):
     """RGB ``(size, size, 3)`` uint8 frames, ``Discrete(3)`` actions (left, stay, right).
 
+    The action moves the dot one cell left or right (stopping at the border), then the dot jumps
+    ``jump`` cells in one of ``outcomes`` directions drawn uniformly (wrapping around the grid).
+
     Parameters
     ----------
     size : int
@@ -66,30 +71,95 @@ class JumpingDotEnv(SquareOnGridEnv):
     cells : int
         The dot moves on a ``cells x cells`` grid; it fills one cell.
     jump : int
-        Cells the dot jumps up or down every step (each with probability 1/2).
+        Cells the dot jumps every step.
+    outcomes : int
+        Directions of the jump: 2 (up or down), 4 (and left or right) or 8 (and the diagonals).
     max_steps : int
         Episodes are truncated after this many steps (there is no termination).
     """
 
+    # Jump directions (rows, columns); the first ``outcomes`` of them are drawn.
+    DIRECTIONS = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)])
+    OUTCOMES = (2, 4, 8)
+
     def __init__(
-        self, size: int = 32, cells: int = 8, jump: int = 2, max_steps: int = 100, render_mode: str | None = None
+        self,
+        size: int = 32,
+        cells: int = 8,
+        jump: int = 2,
+        max_steps: int = 100,
+        render_mode: str | None = None,
+        outcomes: int = 2,
     ) -> None:
+        if outcomes not in self.OUTCOMES:
+            raise ValueError(f"outcomes must be one of {self.OUTCOMES}, got {outcomes}")
         super().__init__(size, cells, max_steps, render_mode)
-        self.jump = jump
+        self.jump, self.outcomes = jump, outcomes
+        self.offsets = jump * self.DIRECTIONS[:outcomes]
+        if len(self.targets((0, cells // 2), 1)) != outcomes:
+            raise ValueError(f"a jump of {jump} cells on a grid of {cells} cells does not reach {outcomes} distinct cells")
 
     def _background(self) -> np.ndarray:
         frame = super()._background()
         frame[:, self.size // 2 :, 2] = 64  # the rewarding half is tinted
         return frame
 
+    def _moved(self, cell: tuple[int, int] | np.ndarray, action: int) -> np.ndarray:
+        """The cell after the action, before the jump."""
+        return np.array([cell[0], np.clip(cell[1] + int(action) - 1, 0, self.cells - 1)])
+
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        y, x = self.cell
-        x = int(np.clip(x + int(action) - 1, 0, self.cells - 1))
-        y = int((y + self.jump * self.np_random.choice((-1, 1))) % self.cells)
-        self.cell = np.array([y, x])
+        offset = self.offsets[self.np_random.integers(self.outcomes)]
+        self.cell = (self._moved(self.cell, action) + offset) % self.cells
         self.t += 1
-        reward = float(x >= self.cells // 2)
+        reward = float(self.cell[1] >= self.cells // 2)
         return self._obs(), reward, False, self.t >= self.max_steps, {}
+
+    def targets(self, cell: tuple[int, int] | np.ndarray, action: int) -> set[tuple[int, int]]:
+        """The ``outcomes`` cells ``(row, column)`` the dot can be in one step after ``cell`` and ``action``."""
+        moved = self._moved(cell, action)
+        return {(int(y), int(x)) for y, x in (moved + self.offsets) % self.cells}
+
+    def locate(self, frame: np.ndarray, threshold: float = 0.5) -> tuple[int, int] | None:
+        """The cell ``(row, column)`` of the one dot a frame shows, or None if it shows no clean single dot.
+
+        A pixel is lit when all its channels exceed ``threshold`` (the dot is white; the tinted half
+        only has blue). The frame shows a dot in a cell when at least 3/4 of the cell's pixels are lit
+        and at most a quarter of a cell's worth of pixels is lit anywhere else: no dot, two half dots
+        or a dot smeared over two cells are None.
+
+        Parameters
+        ----------
+        frame : np.ndarray
+            Channel-first ``(3, H, W)`` floats in [0, 1] (as the world model decodes them), ``H`` and ``W``
+            multiples of ``cells``.
+        """
+        channels, height, width = frame.shape
+        if channels != 3 or height % self.cells or width % self.cells:
+            raise ValueError(f"frame must be (3, H, W) with H and W multiples of cells ({self.cells}), got {frame.shape}")
+        lit = (np.asarray(frame) > threshold).all(0)
+        counts = lit.reshape(self.cells, height // self.cells, self.cells, width // self.cells).sum((1, 3))
+        area = lit.size / self.cells**2
+        y, x = np.unravel_index(counts.argmax(), counts.shape)
+        if counts[y, x] < 0.75 * area or counts.sum() - counts[y, x] > 0.25 * area:
+            return None
+        return int(y), int(x)
+
+    def feasible(self, previous: np.ndarray, action: int, frame: np.ndarray) -> bool:
+        """Whether ``frame`` can follow ``previous`` after ``action``: both show one clean dot (:meth:`locate`),
+        and the dot of ``frame`` is in one of the :meth:`targets` of the dot of ``previous``.
+
+        A pure function of the two frames and the action (the environment's state is not used).
+
+        Parameters
+        ----------
+        previous, frame : np.ndarray
+            Channel-first ``(3, H, W)`` floats in [0, 1].
+        action : int
+            The action taken at ``previous``.
+        """
+        start, end = self.locate(previous), self.locate(frame)
+        return start is not None and end is not None and end in self.targets(start, action)
 
 
 class WhichHalfEnv(SquareOnGridEnv):

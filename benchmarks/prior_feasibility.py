@@ -330,7 +330,8 @@ def markdown(summary: dict[str, Any], header: str) -> str:
             cells = ["n/a" if entry[column] is None else "{:.3g} ± {:.2g}".format(*entry[column]) for _, column in COLUMNS]
             ratio = "–" if entry["time_ratio"] is None else f"{entry['time_ratio']:.2f}"
             decode = "/".join(map(str, entry["decode"]))
-            lines.append(f"| {name} | {decode} | {len(entry['seeds'])} | " + " | ".join(cells) + f" | {entry['prior_kl_kind']} | {ratio} |")
+            cells += [entry["prior_kl_kind"], ratio]
+            lines.append(f"| {name} | {decode} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(
         "Mean ± half-width of the 95% confidence interval (Student t) over seeds. Feasible: the imagined frame shows "
@@ -339,7 +340,8 @@ def markdown(summary: dict[str, Any], header: str) -> str:
         "frames. KL: the all-token KL(posterior || the distribution imagination samples), as OpenLoopEvaluator reports "
         "it (one step: teacher-forced from the real context): exact for one-pass decodings, an upper bound (log-mean-exp "
         "over 32 decoding orders) for drafts without revise rounds, n/a with revise rounds (no tractable likelihood of "
-        "their samples: the feasible rates are the measure there). Recon. MSE / empty: reconstruction error over the error of a frame without the dot."
+        "their samples: the feasible rates are the measure there). Recon. MSE / empty: reconstruction error over the "
+        "error of a frame without the dot."
     )
     return "\n".join(lines) + "\n"
 

@@ -204,14 +204,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for path, model in zip(args.models, models, strict=True):
         try:
             check_compatible(model, env.observation_space, env.action_space)
+            common = (args.context, args.horizon)
             if checker is not None and model.policy.images:
-                evaluators.append(
-                    FeasibilityEvaluator(model, args.context, args.horizon, checker, args.samples, video_features, args.prior_orders)
-                )
+                evaluator = FeasibilityEvaluator(model, *common, checker, args.samples, video_features, args.prior_orders)
             else:
-                evaluators.append(
-                    OpenLoopEvaluator(model, args.context, args.horizon, args.samples, video_features, args.prior_orders)
-                )
+                evaluator = OpenLoopEvaluator(model, *common, args.samples, video_features, args.prior_orders)
+            evaluators.append(evaluator)
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from error
     behaviour = None if args.policy == "random" else GITSTORM.load(args.policy, device=args.device)

@@ -36,7 +36,9 @@ def test_prior_feasibility_smoke(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "o4" / "maskgit-cosine" / "seed1.zip").exists()
     assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "summary.md", "imagined.png", "feasibility.png", "runs"}
     text = (tmp_path / "summary.md").read_text()
-    assert "| maskgit-cosine-draft8-revise | 8/8/1 | 2 |" in text and "| n/a | n/a |" not in text.split("| mlp |")[1].split("\n")[0]
+    assert (
+        "| maskgit-cosine-draft8-revise | 8/8/1 | 2 |" in text and "| n/a | n/a |" not in text.split("| mlp |")[1].split("\n")[0]
+    )
 
     # Resuming evaluates nothing again; --eval-only re-evaluates the saved models and trains none.
     record = tmp_path / "runs" / "o4" / "mlp" / "seed0.json"

@@ -16,8 +16,8 @@ from sb3_gitstorm.actor_critic import Actor
 from sb3_gitstorm.config import ModelConfig
 from sb3_gitstorm.distributions import categorical_kl
 from sb3_gitstorm.imagination import imagine, imagine_from_batch, sample_starts
-from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.policies import MlpPolicy
+from sb3_gitstorm.priors import DecodeSchedule
 from sb3_gitstorm.transformer import segment_positions
 from sb3_gitstorm.world_model import WorldModel, motion_weights
 

@@ -429,7 +429,7 @@ def test_peaked_prior_recovers_target(draft: int, revise: int, rounds: int) -> N
     assert th.equal(prior.sample(hidden), target)
     wrong = target.clone()
     wrong[:, 0] = (wrong[:, 0] + 3) % C  # one visible token disagrees: everything else moves on
-    assert th.equal(prior.resample(hidden, wrong, th.arange(K) > 0), th.cat([wrong[:, :1], (target[:, 1:] + 1) % C], 1))
+    assert th.equal(prior.resample(hidden, wrong, th.arange(K) > 0)[0], th.cat([wrong[:, :1], (target[:, 1:] + 1) % C], 1))
 
 
 def test_draft_fills_chunks_in_turn() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "check_model_zip",
     "get_rng_states",
     "latest_checkpoint",
+    "resume_seed",
     "set_rng_states",
 ]
 

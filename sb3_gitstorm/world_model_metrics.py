@@ -49,8 +49,11 @@ from sb3_gitstorm.gitstorm import GITSTORM
 
 __all__ = [
     "IMAGE_METRICS",
+    "PRIOR_METRICS",
     "REWARD_MOMENTS",
     "Episode",
+    "FeasibilityChecker",
+    "FeasibilityEvaluator",
     "I3DFeatures",
     "OpenLoopEvaluator",
     "OpenLoopPrediction",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import shutil
 import subprocess
@@ -79,13 +80,22 @@ def test_wheel_installs_and_runs_the_quick_start(dist: Path, tmp_path: Path) -> 
 
 
 def test_public_modules_export_what_they_define() -> None:
-    """Each ``__all__`` names only what its module has, and the top-level one the README's imports."""
+    """Each ``__all__`` names only what its module has and every public class and function it defines (the API
+    pages document ``__all__``), and the top-level one the README's imports."""
     modules = ["", "policies", "save_util", "buffers", "config", "dreams", "world_model_metrics", "envs", "priors"]
     modules += ["zoo", "zoo.train", "comparison.sweep_config", "comparison.report", "comparison.runner", "comparison.sweep"]
     for name in modules:
         module = importlib.import_module(f"sb3_gitstorm.{name}".rstrip("."))
         missing = [attribute for attribute in module.__all__ if not hasattr(module, attribute)]
         assert not missing and len(set(module.__all__)) == len(module.__all__), (name, missing)
+        defined = [
+            attribute
+            for attribute, value in vars(module).items()
+            if not attribute.startswith("_")
+            and (inspect.isclass(value) or inspect.isfunction(value))
+            and value.__module__ == module.__name__
+        ]
+        assert set(defined) <= set(module.__all__), (name, sorted(set(defined) - set(module.__all__)))
     assert {"GITSTORM", "MlpPolicy", "CnnPolicy", "ModelConfig", "__version__"} <= set(sb3_gitstorm.__all__)
 
 

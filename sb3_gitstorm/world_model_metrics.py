@@ -572,9 +572,9 @@ class OpenLoopEvaluator:
 
 # ---------------------------------------------------------------------------------------- feasibility
 
-# ``checker(previous, action, frame)``: can ``frame`` follow ``previous`` after ``action``? Frames are channel-first
-# floats in [0, 1] as the world model decodes them, the action as the environment takes it
-# (e.g. :meth:`sb3_gitstorm.envs.toy.JumpingDotEnv.feasible`).
+#: ``checker(previous, action, frame)``: can ``frame`` follow ``previous`` after ``action``? Frames are channel-first
+#: floats in [0, 1] as the world model decodes them, the action as the environment takes it
+#: (e.g. :meth:`sb3_gitstorm.envs.toy.JumpingDotEnv.feasible`).
 FeasibilityChecker = Callable[[np.ndarray, Any, np.ndarray], bool]
 
 

@@ -104,8 +104,8 @@ class ModelConfig:
         passes of the prior over the batch (1: the order-averaged chain rule, as cheap as one draft; the
         world-model metrics use more). 0: the diagnostic is not computed (it adds an eval-mode pass of the
         sequence model and a no-grad prior pass to every update, about a fifth of a world-model update's
-        time at the tiny and small sizes). Nothing else uses it, but the draft's estimate draws from torch's
-        global random stream: with such a prior, changing it changes the later random draws of training.
+        time at the tiny and small sizes). Nothing else uses it: the draft's estimate draws from a forked random
+        stream, so the setting does not change training.
     motion_weight : float
         Images only: the squared error of each pixel is weighted by ``1 + motion_weight * sd / mean(sd)``
         (normalised to mean 1 over the frame), ``sd`` the pixel's standard deviation over the frame's

@@ -552,7 +552,10 @@ class WorldModel(nn.Module):
 
         imagination_kl = None
         if cfg.imagination_kl_orders > 0 and self.prior.kl_kind != "not_available":
-            with th.no_grad():
+            # A diagnostic: its random draws (a draft's decoding orders and posterior sample) come from a forked
+            # stream, so that logging it does not change what is learned (as with the TensorBoard dreams).
+            devices = [hidden.device] if hidden.device.type == "cuda" else []
+            with th.no_grad(), th.random.fork_rng(devices=devices):
                 eval_hidden = self.inference_hidden(inputs, segments, positions, hidden)[:, :-1].reshape(-1, cfg.hidden_dim)
                 step_kl = self.prior.sampler_kl(next_post, eval_hidden, cfg.imagination_kl_orders)
                 imagination_kl = (step_kl * step_mask).sum() / step_mask.sum().clamp(min=1)

@@ -109,17 +109,20 @@ def test_imagination_kl_of_chunked_decoding(decode: DecodeSchedule, kind: str) -
 
 
 def test_imagination_kl_orders_zero_skips_the_diagnostic() -> None:
-    """``imagination_kl_orders=0`` skips the diagnostic's extra passes; the loss itself does not change."""
+    """``imagination_kl_orders=0`` skips the diagnostic's extra passes; neither the loss nor the random draws of
+    training change, also where the diagnostic draws random numbers (a MaskGIT draft's decoding orders)."""
     obs, actions, rewards, starts = batch(VECTOR, spaces.Discrete(3))
-    losses = []
+    runs = []
     for orders in (1, 0):
         th.manual_seed(0)
-        wm = WorldModel(VECTOR, spaces.Discrete(3), dataclasses.replace(CFG, imagination_kl_orders=orders), "mlp", False)
+        config = dataclasses.replace(CFG, imagination_kl_orders=orders)
+        wm = WorldModel(VECTOR, spaces.Discrete(3), config, "maskgit", False, DecodeSchedule(2, 1, 0))
         th.manual_seed(1)
-        losses.append(wm.loss(obs, actions, rewards, rewards > 0.9, starts))
-    assert losses[1].imagination_kl is None and "imagination_kl" not in losses[1].logs()
-    assert float(losses[0].imagination_kl) > 0
-    assert losses[1].total.item() == losses[0].total.item()
+        runs.append([wm.loss(obs, actions, rewards, rewards > 0.9, starts) for _ in range(2)])
+    assert runs[1][0].imagination_kl is None and "imagination_kl" not in runs[1][0].logs()
+    assert float(runs[0][0].imagination_kl) > 0
+    for with_kl, without in zip(*runs, strict=True):  # the second loss samples after the first's diagnostic
+        assert with_kl.total.item() == without.total.item()
     with pytest.raises(ValueError, match="imagination_kl_orders"):
         dataclasses.replace(CFG, imagination_kl_orders=-1)
 

@@ -72,6 +72,57 @@ def test_config_defaults_and_overrides() -> None:
     assert config.run_spec(cartpole, "ppo", 0).name == "CartPole-v1/ppo/seed0"
 
 
+def test_variants_are_named_settings_of_an_algorithm(tmp_path: Path) -> None:
+    raw = {
+        "algorithms": ["gitstorm-mlp", "draft4", "sac-fast"],
+        "variants": {
+            "draft4": {"algorithm": "gitstorm", "hyperparams": {"draft_steps": 4, "gamma": 0.9}},
+            "sac-fast": {"algorithm": "sac"},
+        },
+        "seeds": 1,
+        "budget": 100,
+        "eval": {"interval": 50, "episodes": 1},
+        "hyperparams": {"draft4": {"batch_size": 8}},
+        "envs": {"CartPole-v1": {}, "Pendulum-v1": {"hyperparams": {"draft4": {"gamma": 0.5}}}},
+    }
+    config = parse_config(raw)
+    cartpole, pendulum = config.envs
+    spec = config.run_spec(cartpole, "draft4", 0)
+    assert (spec.zoo_algo, spec.name) == ("gitstorm", "CartPole-v1/draft4/seed0")
+    assert spec.hyperparams == {"draft_steps": 4, "gamma": 0.9, "batch_size": 8}
+    assert config.run_spec(pendulum, "draft4", 0).hyperparams == {"draft_steps": 4, "gamma": 0.5, "batch_size": 8}
+    assert config.run_spec(cartpole, "gitstorm-mlp", 0).zoo_algo == "gitstorm"
+    # A variant keeps its algorithm's action spaces: SAC's is skipped on CartPole.
+    runs, skipped = plan(config)
+    assert [(skip.env_id, skip.algo) for skip in skipped] == [("CartPole-v1", "sac-fast")]
+    assert {(run.algo, run.zoo_algo) for run in runs} == {("gitstorm-mlp", "gitstorm"), ("draft4", "gitstorm"), ("sac-fast", "sac")}
+    # --set reaches a variant by its name.
+    config = load_config(write_config(tmp_path / "variants.yml", raw), ["draft4.revise_steps=4"])
+    assert config.run_spec(config.envs[0], "draft4", 0).hyperparams["revise_steps"] == 4
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ({"gitstorm-mlp": {"algorithm": "gitstorm"}}, "already an algorithm"),
+        ({"draft4": {"algorithm": "a2c"}}, "must be one of"),
+        ({"draft4": {"algorithm": "gitstorm", "hyperparms": {}}}, "Unknown key"),
+        ({"draft4": {"algorithm": "gitstorm", "hyperparams": ["draft_steps"]}}, "must be a mapping"),
+        (["draft4"], "variants must be a mapping"),
+    ],
+)
+def test_variant_errors(variants: object, message: str) -> None:
+    raw = {"algorithms": ["ppo"], "variants": variants, "seeds": 1, "budget": 10, "eval": {"interval": 5, "episodes": 1}}
+    with pytest.raises(ValueError, match=message):
+        parse_config({**raw, "envs": ["CartPole-v1"]})
+
+
+def test_variants_are_not_algorithms_elsewhere() -> None:
+    raw = {"algorithms": ["draft4"], "seeds": 1, "budget": 10, "eval": {"interval": 5, "episodes": 1}, "envs": ["CartPole-v1"]}
+    with pytest.raises(ValueError, match="Unknown algorithm.*define a variant"):
+        parse_config(raw)
+
+
 def test_command_line_settings_override_every_environment(tmp_path: Path) -> None:
     raw = {
         "algorithms": ["gitstorm", "ppo"],
@@ -258,6 +309,14 @@ def test_resume_skips_finished_runs_and_restarts_unfinished_ones(tmp_path: Path)
     assert sweep.random_todo == []
     store.random_path("Pendulum-v1").unlink()
     assert Sweep(config, runs, tmp_path, quiet()).random_todo == [config.env("Pendulum-v1")]
+
+    # A run recorded before RunSpec named its zoo algorithm (a built-in algorithm's own) counts as finished.
+    path = store.path(runs[2], "jsonl")
+    header, *points = path.read_text().splitlines(keepends=True)
+    record = json.loads(header)
+    del record["run"]["zoo_algo"]
+    path.write_text(json.dumps(record) + "\n" + "".join(points))
+    assert store.is_finished(runs[2])
 
     # A finished run made with other settings is an error, not silently reused or redone.
     changed = parse_config({**SYNTHETIC, "budget": 300})

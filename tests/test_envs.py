@@ -169,6 +169,24 @@ def test_jumping_dot_jumps_to_every_outcome_and_real_frames_are_feasible(outcome
     assert len(landed) == outcomes
 
 
+def test_jumping_dot_pays_in_its_reward_columns_which_are_tinted() -> None:
+    """``reward_columns`` decides where the dot earns 1 (the column it lands in) and which columns are tinted."""
+    env = JumpingDotEnv(size=16, cells=4, jump=1, outcomes=4, reward_columns=[1, 2])
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    paid = {0: set(), 1: set()}
+    for _ in range(200):
+        _, reward, *_ = env.step(int(env.action_space.sample()))
+        paid[int(reward)].add(int(env.cell[1]))
+    assert paid == {0: {0, 3}, 1: {1, 2}}
+    tint = env._background()[0, :, 2]
+    np.testing.assert_array_equal(tint, np.repeat([0, 64, 64, 0], 4))
+    np.testing.assert_array_equal(JumpingDotEnv(size=16, cells=4, jump=1)._background()[0, :, 2], np.repeat([0, 0, 64, 64], 4))
+    for columns in ([], [4], [-1]):
+        with pytest.raises(ValueError, match="reward_columns must be some of the grid's columns 0..3"):
+            JumpingDotEnv(size=16, cells=4, jump=1, reward_columns=columns)
+
+
 def test_jumping_dot_checker_rejects_mixed_missing_and_misplaced_dots() -> None:
     """Two half dots, no dot, a dot in a cell the jump cannot reach, or a smeared dot are infeasible."""
     env = JumpingDotEnv(size=16, cells=4, jump=1, outcomes=4)

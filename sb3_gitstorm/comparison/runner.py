@@ -21,7 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
-from sb3_gitstorm.comparison.sweep_config import ALGORITHMS, RunSpec
+from sb3_gitstorm.comparison.sweep_config import RunSpec
 from sb3_gitstorm.zoo import GitstormExperimentManager, default_conf_file
 
 __all__ = ["PROGRESS_PERIOD", "LearningCurve", "Queue", "RandomPolicy", "random_policy_score", "train_and_evaluate"]
@@ -104,12 +104,11 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
         the learning curve (``step``, ``mean_return``, ``std_return``); ``torch_threads``: ``threads``.
     """
     th.set_num_threads(threads)
-    zoo_algo = ALGORITHMS[spec.algo].zoo_algo
     # rl_zoo3 prints its settings; the zoo's log folder (monitor files, config) is not kept.
     with tempfile.TemporaryDirectory() as log_folder, contextlib.redirect_stdout(io.StringIO()):
         manager = GitstormExperimentManager(
             argparse.Namespace(),
-            zoo_algo,
+            spec.zoo_algo,
             spec.env_id,
             log_folder,
             eval_freq=0,  # evaluation is LearningCurve's
@@ -118,7 +117,7 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
             seed=spec.seed,
             verbose=0,
             device=device,
-            config=default_conf_file(zoo_algo, spec.env_id),
+            config=default_conf_file(spec.zoo_algo, spec.env_id),
         )
         model, hyperparams = manager.setup_experiment()  # type: ignore[misc]
         curve = LearningCurve(

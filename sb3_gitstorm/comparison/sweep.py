@@ -65,6 +65,7 @@ class RunStore:
             return False
         with path.open() as f:
             recorded = json.loads(f.readline())["run"]
+        recorded.setdefault("zoo_algo", spec.zoo_algo)  # runs of sweeps before variants: a built-in algorithm's own
         expected = json.loads(json.dumps(spec.to_dict()))
         if recorded != expected:
             changed = sorted(key for key in expected if recorded.get(key) != expected[key])

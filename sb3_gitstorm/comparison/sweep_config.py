@@ -2,7 +2,9 @@
 
 A configuration is a YAML file (see ``benchmarks/configs/``)::
 
-    algorithms: [gitstorm, gitstorm-mlp, ppo, sac]   # names of ALGORITHMS
+    algorithms: [gitstorm, gitstorm-mlp, ppo, sac]   # names of ALGORITHMS or of variants
+    variants:                                         # optional: named settings of an algorithm, e.g.
+      gitstorm-draft4-revise4: {algorithm: gitstorm, hyperparams: {draft_steps: 4, revise_steps: 4}}
     seeds: [0, 1, 2]                                  # or a count: 3 means [0, 1, 2]
     budget: 10000                                     # environment steps per run (all parallel envs together)
     eval: {interval: 1000, episodes: 10}              # evaluated at step 0, every interval and at the end
@@ -25,7 +27,8 @@ Hyperparameters start from the file ``python -m sb3_gitstorm.zoo.train`` would u
 (:func:`sb3_gitstorm.zoo.default_conf_file`, else rl_zoo3's own), then the algorithm's own
 settings (``gitstorm-mlp`` is ``gitstorm`` with ``prior: mlp``), then ``hyperparams``, then the
 environment's ``hyperparams``, then the command line's ``--set algo.key=value``; each level replaces
-whole keys. The zoo file's ``n_timesteps`` is replaced by the budget.
+whole keys. A variant is its ``algorithm`` with its ``hyperparams`` as the algorithm's own settings: it
+compares one algorithm under several settings in one sweep, each a curve of its own. The zoo file's ``n_timesteps`` is replaced by the budget.
 """
 
 from __future__ import annotations
@@ -86,7 +89,8 @@ REFERENCE_RETURNS: dict[str, float] = {
 }
 _ATARI_GAMES = {atari_id(game): game for game in ATARI_100K_GAMES}
 
-_TOP_KEYS = {"algorithms", "seeds", "budget", "eval", "device", "bootstrap_reps", "resources", "hyperparams", "envs"}
+_TOP_KEYS = {"algorithms", "variants", "seeds", "budget", "eval", "device", "bootstrap_reps", "resources", "hyperparams", "envs"}
+_VARIANT_KEYS = {"algorithm", "hyperparams"}
 _ENV_KEYS = {"budget", "eval", "env_kwargs", "hyperparams", "reference", "random"}
 _EVAL_KEYS = {"interval", "episodes"}
 
@@ -114,11 +118,13 @@ class EnvSettings:
 class RunSpec:
     """One training run: everything that determines its learning curve.
 
-    ``hyperparams`` are the overrides applied on top of the zoo file (see the module docstring).
+    ``algo`` names the curve (an entry of :data:`ALGORITHMS` or a variant), ``zoo_algo`` the ``rl_zoo3.ALGOS``
+    entry that trains it; ``hyperparams`` are the overrides applied on top of the zoo file (see the module docstring).
     """
 
     env_id: str
     algo: str
+    zoo_algo: str
     seed: int
     budget: int
     eval_interval: int
@@ -154,13 +160,22 @@ class BenchmarkConfig:
     device: str = "auto"
     bootstrap_reps: int = 2000
     resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1})
+    variants: dict[str, Algorithm] = field(default_factory=dict)
 
     def env(self, env_id: str) -> EnvSettings:
         return next(env for env in self.envs if env.env_id == env_id)
 
+    def algorithm(self, algo: str) -> Algorithm:
+        """A variant of this configuration or an entry of :data:`ALGORITHMS`."""
+        return self.variants.get(algo) or ALGORITHMS[algo]
+
     def run_spec(self, env: EnvSettings, algo: str, seed: int) -> RunSpec:
-        overrides = {**ALGORITHMS[algo].hyperparams, **self.hyperparams.get(algo, {}), **env.hyperparams.get(algo, {})}
-        return RunSpec(env.env_id, algo, seed, env.budget, env.eval_interval, env.eval_episodes, overrides, dict(env.env_kwargs))
+        algorithm = self.algorithm(algo)
+        overrides = {**algorithm.hyperparams, **self.hyperparams.get(algo, {}), **env.hyperparams.get(algo, {})}
+        return RunSpec(
+            env.env_id, algo, algorithm.zoo_algo, seed, env.budget, env.eval_interval, env.eval_episodes, overrides,
+            dict(env.env_kwargs),
+        )  # fmt: skip
 
 
 def atari_game(env_id: str) -> str | None:
@@ -184,9 +199,30 @@ def _check_keys(where: str, mapping: Any, allowed: set[str]) -> dict[str, Any]:
     return mapping
 
 
-def _check_algorithms(where: str, hyperparams: Any) -> dict[str, dict[str, Any]]:
-    """Per-algorithm hyperparameter overrides: a mapping of algorithm names to mappings."""
-    hyperparams = _check_keys(where, hyperparams, set(ALGORITHMS))
+def _check_variants(raw: Any) -> dict[str, Algorithm]:
+    """The ``variants`` of a configuration: names that are not :data:`ALGORITHMS` entries, each an algorithm's settings."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"variants must be a mapping of names to {{algorithm, hyperparams}}, got {raw!r}")
+    variants = {}
+    for name, settings in raw.items():
+        if name in ALGORITHMS:
+            raise ValueError(f"variants.{name}: {name!r} is already an algorithm; give the variant another name")
+        settings = _check_keys(f"variants.{name}", settings, _VARIANT_KEYS)
+        base = ALGORITHMS.get(str(settings.get("algorithm")))
+        if base is None:
+            raise ValueError(f"variants.{name}.algorithm must be one of {sorted(ALGORITHMS)}, got {settings.get('algorithm')!r}")
+        overrides = settings.get("hyperparams") or {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"variants.{name}.hyperparams must be a mapping, got {overrides!r}")
+        variants[name] = Algorithm(base.zoo_algo, {**base.hyperparams, **overrides}, base.action_spaces)
+    return variants
+
+
+def _check_algorithms(where: str, hyperparams: Any, names: set[str]) -> dict[str, dict[str, Any]]:
+    """Per-algorithm hyperparameter overrides: a mapping of algorithm ``names`` to mappings."""
+    hyperparams = _check_keys(where, hyperparams, names)
     for algo, overrides in hyperparams.items():
         if not isinstance(overrides, dict):
             raise ValueError(f"{where}.{algo} must be a mapping of hyperparameters, got {overrides!r}")
@@ -205,10 +241,12 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
     for key in ("algorithms", "seeds", "budget", "eval", "envs"):
         if key not in raw:
             raise ValueError(f"The configuration needs {key!r}")
+    variants = _check_variants(raw.get("variants"))
+    names = set(ALGORITHMS) | set(variants)
     algorithms = tuple(raw["algorithms"])
-    unknown = sorted(set(algorithms) - set(ALGORITHMS))
+    unknown = sorted(set(algorithms) - names)
     if unknown or not algorithms:
-        raise ValueError(f"Unknown algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}")
+        raise ValueError(f"Unknown algorithm(s) {unknown}; choose from {sorted(names)} (or define a variant)")
     seeds = tuple(range(raw["seeds"])) if isinstance(raw["seeds"], int) else tuple(int(seed) for seed in raw["seeds"])
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a positive count or a list of distinct seeds, got {raw['seeds']!r}")
@@ -228,7 +266,7 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
             eval_interval=int(evaluation.get("interval", 0)),
             eval_episodes=int(evaluation.get("episodes", 0)),
             env_kwargs=dict(settings.get("env_kwargs") or {}),
-            hyperparams=_check_algorithms(f"envs.{env_id}.hyperparams", settings.get("hyperparams")),
+            hyperparams=_check_algorithms(f"envs.{env_id}.hyperparams", settings.get("hyperparams"), names),
             reference=None if settings.get("reference") is None else float(settings["reference"]),
             random=None if settings.get("random") is None else float(settings["random"]),
         )
@@ -246,10 +284,11 @@ def parse_config(raw: dict[str, Any]) -> BenchmarkConfig:
         algorithms,
         seeds,
         tuple(envs),
-        _check_algorithms("hyperparams", raw.get("hyperparams")),
+        _check_algorithms("hyperparams", raw.get("hyperparams"), names),
         device=str(raw.get("device", "auto")),
         bootstrap_reps=int(raw.get("bootstrap_reps", 2000)),
         resources={str(k): float(v) for k, v in (raw.get("resources") or {"num_cpus": 1}).items()},
+        variants=variants,
     )
     if config.bootstrap_reps < 1:
         raise ValueError(f"bootstrap_reps must be positive, got {config.bootstrap_reps}")
@@ -328,7 +367,7 @@ def plan(config: BenchmarkConfig) -> tuple[list[RunSpec], list[Skip]]:
     for env in config.envs:
         space = action_space(env)
         for algo in config.algorithms:
-            if not isinstance(space, ALGORITHMS[algo].action_spaces):
+            if not isinstance(space, config.algorithm(algo).action_spaces):
                 skipped.append(Skip(env.env_id, algo, f"{algo} does not support {type(space).__name__} action spaces"))
                 continue
             runs.extend(config.run_spec(env, algo, seed) for seed in config.seeds)

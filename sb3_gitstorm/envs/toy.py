@@ -7,8 +7,10 @@ probability on one dot in one of the places: a prior whose latent tokens are ind
 (STORM's, or MaskGIT drawn in one pass) can only match the modes token by token, and its samples mix
 them (no dot, or two half dots); MaskGIT decoding the tokens in several chunks can keep them
 consistent. :meth:`JumpingDotEnv.feasible` tells from a (decoded) frame whether it can follow the
-previous one. The reward is 1 while the dot is in the right half of the frame, so walking right and
-staying there (a constant policy) is optimal.
+previous one. The reward is 1 for every step that ends with the dot in a rewarding column (tinted; by
+default the right half, where walking right and staying there is optimal with up / down jumps): with
+sideways jumps and ``reward_columns`` in the middle, the best action depends on where the dot is and on
+where it may jump, so an agent needs a model that imagines the outcomes right.
 
 :class:`WhichHalfEnv` tests an agent: the square wanders at random and the reward is for naming the
 half of the frame it is in, so the action must follow the frame.
@@ -16,6 +18,7 @@ half of the frame it is in, so the action must follow the frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -76,6 +79,8 @@ class JumpingDotEnv(SquareOnGridEnv):
         Directions of the jump: 2 (up or down), 4 (and left or right) or 8 (and the diagonals).
     max_steps : int
         Episodes are truncated after this many steps (there is no termination).
+    reward_columns : sequence of int, optional
+        The columns of the grid where the dot earns a reward of 1 (the others 0); the right half by default.
     """
 
     # Jump directions (rows, columns); the first ``outcomes`` of them are drawn.
@@ -90,10 +95,15 @@ class JumpingDotEnv(SquareOnGridEnv):
         max_steps: int = 100,
         render_mode: str | None = None,
         outcomes: int = 2,
+        reward_columns: Sequence[int] | None = None,
     ) -> None:
         if outcomes not in self.OUTCOMES:
             raise ValueError(f"outcomes must be one of {self.OUTCOMES}, got {outcomes}")
         super().__init__(size, cells, max_steps, render_mode)
+        columns = range(cells // 2, cells) if reward_columns is None else reward_columns
+        if not columns or not set(columns) <= set(range(cells)):
+            raise ValueError(f"reward_columns must be some of the grid's columns 0..{cells - 1}, got {reward_columns}")
+        self.rewarding = np.isin(np.arange(cells), list(columns))
         self.jump, self.outcomes = jump, outcomes
         self.offsets = jump * self.DIRECTIONS[:outcomes]
         if len(self.targets((0, cells // 2), 1)) != outcomes:
@@ -101,7 +111,7 @@ class JumpingDotEnv(SquareOnGridEnv):
 
     def _background(self) -> np.ndarray:
         frame = super()._background()
-        frame[:, self.size // 2 :, 2] = 64  # the rewarding half is tinted
+        frame[:, np.repeat(self.rewarding, self.size // self.cells), 2] = 64  # the rewarding columns are tinted
         return frame
 
     def _moved(self, cell: tuple[int, int] | np.ndarray, action: int) -> np.ndarray:
@@ -112,7 +122,7 @@ class JumpingDotEnv(SquareOnGridEnv):
         offset = self.offsets[self.np_random.integers(self.outcomes)]
         self.cell = (self._moved(self.cell, action) + offset) % self.cells
         self.t += 1
-        reward = float(self.cell[1] >= self.cells // 2)
+        reward = float(self.rewarding[self.cell[1]])
         return self._obs(), reward, False, self.t >= self.max_steps, {}
 
     def targets(self, cell: tuple[int, int] | np.ndarray, action: int) -> set[tuple[int, int]]:

@@ -95,7 +95,8 @@ def test_variants_are_named_settings_of_an_algorithm(tmp_path: Path) -> None:
     # A variant keeps its algorithm's action spaces: SAC's is skipped on CartPole.
     runs, skipped = plan(config)
     assert [(skip.env_id, skip.algo) for skip in skipped] == [("CartPole-v1", "sac-fast")]
-    assert {(run.algo, run.zoo_algo) for run in runs} == {("gitstorm-mlp", "gitstorm"), ("draft4", "gitstorm"), ("sac-fast", "sac")}
+    expected = {("gitstorm-mlp", "gitstorm"), ("draft4", "gitstorm"), ("sac-fast", "sac")}
+    assert {(run.algo, run.zoo_algo) for run in runs} == expected
     # --set reaches a variant by its name.
     config = load_config(write_config(tmp_path / "variants.yml", raw), ["draft4.revise_steps=4"])
     assert config.run_spec(config.envs[0], "draft4", 0).hyperparams["revise_steps"] == 4
@@ -119,7 +120,7 @@ def test_variant_errors(variants: object, message: str) -> None:
 
 def test_variants_are_not_algorithms_elsewhere() -> None:
     raw = {"algorithms": ["draft4"], "seeds": 1, "budget": 10, "eval": {"interval": 5, "episodes": 1}, "envs": ["CartPole-v1"]}
-    with pytest.raises(ValueError, match="Unknown algorithm.*define a variant"):
+    with pytest.raises(ValueError, match=r"Unknown algorithm.*define a variant"):
         parse_config(raw)
 
 

@@ -183,7 +183,7 @@ def test_jumping_dot_pays_in_its_reward_columns_which_are_tinted() -> None:
     np.testing.assert_array_equal(tint, np.repeat([0, 64, 64, 0], 4))
     np.testing.assert_array_equal(JumpingDotEnv(size=16, cells=4, jump=1)._background()[0, :, 2], np.repeat([0, 0, 64, 64], 4))
     for columns in ([], [4], [-1]):
-        with pytest.raises(ValueError, match="reward_columns must be some of the grid's columns 0..3"):
+        with pytest.raises(ValueError, match=r"reward_columns must be some of the grid's columns 0\.\.3"):
             JumpingDotEnv(size=16, cells=4, jump=1, reward_columns=columns)
 
 

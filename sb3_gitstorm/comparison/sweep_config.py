@@ -28,7 +28,8 @@ Hyperparameters start from the file ``python -m sb3_gitstorm.zoo.train`` would u
 settings (``gitstorm-mlp`` is ``gitstorm`` with ``prior: mlp``), then ``hyperparams``, then the
 environment's ``hyperparams``, then the command line's ``--set algo.key=value``; each level replaces
 whole keys. A variant is its ``algorithm`` with its ``hyperparams`` as the algorithm's own settings: it
-compares one algorithm under several settings in one sweep, each a curve of its own. The zoo file's ``n_timesteps`` is replaced by the budget.
+compares one algorithm under several settings in one sweep, each a curve of its own. The zoo file's
+``n_timesteps`` is replaced by the budget.
 """
 
 from __future__ import annotations

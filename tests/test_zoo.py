@@ -90,7 +90,7 @@ def test_hyperparameter_files_cover_the_paper_environments() -> None:
     files = {algo: load(algo) for algo in ALGOS}
     atari = {atari_id(game) for game in ATARI_100K_GAMES}
     continuous = {dmc_id(task, pixels) for task in DMC_TASKS for pixels in (True, False)} | {"Pendulum-v1"}
-    pixel_toys = {"gitstorm/WhichHalf-v0"}  # the discrete pixel row of benchmarks/configs/cpu-pixels.yml
+    pixel_toys = {"gitstorm/WhichHalf-v0", "gitstorm/JumpingDot-v0"}  # cpu-pixels.yml's discrete row, prior-returns.yml
     assert set(files["gitstorm"]) == atari | continuous | {"CartPole-v1"} | pixel_toys
     assert set(files["ppo"]) == set(files["gitstorm"])
     assert set(files["sac"]) == continuous

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.comparison.compare import main
 from sb3_gitstorm.comparison.report import Report, aggregate_metrics, curve_band, improvement_probabilities, normalization
 from sb3_gitstorm.comparison.sweep import RunStore, Sweep
@@ -331,7 +332,7 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
     raw.update(seeds=1, budget=200, eval={"interval": 100, "episodes": 1}, bootstrap_reps=50)
     config = write_config(tmp_path / "smoke.yml", raw)
     out = tmp_path / "out"
-    assert main(["--config", str(config), "--out", str(out), "--workers", "2"]) == 0
+    assert main(["--config", str(config), "--out", str(out), "--workers", "2", "--save-models"]) == 0
 
     results = json.loads((out / "results.json").read_text())
     runs = {(p["env"], p["algo"]) for p in results["points"]}
@@ -348,6 +349,9 @@ def test_smoke_preset_end_to_end(tmp_path: Path) -> None:
 
     finished = {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*.jsonl")}
     assert len(finished) == 8 and not list((out / "runs").rglob("*.part"))
+    # --save-models: each run's trained model, which its algorithm loads.
+    model = GITSTORM.load(out / "runs" / "Pendulum-v1" / "gitstorm" / "seed0.zip")
+    assert model.num_timesteps == 200 and len(list((out / "runs").rglob("*.zip"))) == 8
     # Each of the two workers ran with its share of the cores as torch threads, recorded in the header.
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert {json.loads(path.read_text().splitlines()[0])["torch_threads"] for path in finished} == {threads}

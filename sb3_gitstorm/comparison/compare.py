@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. --set gitstorm.imagine_starts=batch; repeatable",
     )
     parser.add_argument(
+        "--save-models",
+        action="store_true",
+        help="keep each trained model as <out>/runs/<env>/<algo>/seed<k>.zip (runs finished before keep none)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=len(os.sched_getaffinity(0)),
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # configuration errors, and finished runs in --out made with other settings
         config = load_config(args.config, args.set, args.env, args.budget)
         runs, skipped = plan(config)
-        sweep = Sweep(config, runs, args.out, console)
+        sweep = Sweep(config, runs, args.out, console, args.save_models)
     except ValueError as error:
         console.print(f"[red]{error}[/red]")
         return 2

@@ -83,7 +83,7 @@ class LearningCurve(BaseCallback):
             self._evaluate()
 
 
-def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -> dict[str, Any]:
+def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue, save_model: bool = False) -> dict[str, Any]:
     """Train one agent with :class:`~sb3_gitstorm.zoo.GitstormExperimentManager` and evaluate it along the way.
 
     Parameters
@@ -96,12 +96,15 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
         Torch intra-op threads of this process.
     queue : Queue
         Where the progress and curve messages go.
+    save_model : bool
+        Return the trained model too (as the bytes of ``model.save``: they travel back from a Ray task).
 
     Returns
     -------
     dict
         ``hyperparams``: the zoo file's entry with the overrides, as given to rl_zoo3; ``points``:
-        the learning curve (``step``, ``mean_return``, ``std_return``); ``torch_threads``: ``threads``.
+        the learning curve (``step``, ``mean_return``, ``std_return``); ``torch_threads``: ``threads``;
+        with ``save_model``, ``model``: the saved model's bytes.
     """
     th.set_num_threads(threads)
     # rl_zoo3 prints its settings; the zoo's log folder (monitor files, config) is not kept.
@@ -133,7 +136,12 @@ def train_and_evaluate(spec: RunSpec, device: str, threads: int, queue: Queue) -
         finally:
             model.env.close()  # type: ignore[union-attr]
             curve.eval_env.close()
-    return {"hyperparams": dict(hyperparams), "points": curve.points, "torch_threads": threads}
+    result = {"hyperparams": dict(hyperparams), "points": curve.points, "torch_threads": threads}
+    if save_model:
+        saved = io.BytesIO()
+        model.save(saved)
+        result["model"] = saved.getvalue()
+    return result
 
 
 class RandomPolicy:

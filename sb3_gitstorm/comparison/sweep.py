@@ -7,6 +7,7 @@ Files under ``<out>/runs/`` (``<run>`` is ``<env>/<algo>/seed<k>``, see :attr:`R
 - ``<run>.jsonl``: a finished run (header with the resolved hyperparameters and the run's torch
   threads, then every point),
   written in one atomic replace: a run counts as done only when this file exists;
+- ``<run>.zip``: the trained model (``compare.py --save-models``), written before the ``.jsonl``;
 - ``<run>.error``: the traceback of a failed run;
 - ``<env>/random.json``: the random-policy score used for normalisation.
 
@@ -87,6 +88,8 @@ class RunStore:
 
     def finish(self, spec: RunSpec, result: dict[str, Any]) -> None:
         # The threads too: float sums change order with them, so one seed's runs drift apart across --workers.
+        if "model" in result:
+            atomic_write(self.path(spec, "zip"), "zip", lambda tmp: Path(tmp).write_bytes(result["model"]))
         header = {"run": spec.to_dict(), "hyperparams": result["hyperparams"], "torch_threads": result["torch_threads"]}
         lines = [_json_line(header)]
         lines += [_json_line(point) for point in result["points"]]
@@ -179,10 +182,14 @@ class Sweep:
         Output folder.
     console : Console
         Where notes and the progress bars go.
+    save_models : bool
+        Keep each trained model as ``<run>.zip`` (``GITSTORM.load`` / the zoo algorithm's ``load`` reads it).
     """
 
-    def __init__(self, config: BenchmarkConfig, runs: list[RunSpec], out: Path, console: Console) -> None:
-        self.config, self.runs, self.console = config, runs, console
+    def __init__(
+        self, config: BenchmarkConfig, runs: list[RunSpec], out: Path, console: Console, save_models: bool = False
+    ) -> None:
+        self.config, self.runs, self.console, self.save_models = config, runs, console, save_models
         self.store = RunStore(out)
         self.todo = [spec for spec in runs if not self.store.is_finished(spec)]
         self.random_todo = [env for env in config.envs if env.measures_random and self.store.random_score(env.env_id) is None]
@@ -211,7 +218,13 @@ class Sweep:
             handlers[future] = lambda future, env=env: self._random_done(env, future)  # type: ignore[misc]
         for spec in self.todo:
             future = executor.submit(
-                train_and_evaluate, spec, self.config.device, executor.threads, executor.queue, **self.config.resources
+                train_and_evaluate,
+                spec,
+                self.config.device,
+                executor.threads,
+                executor.queue,
+                self.save_models,
+                **self.config.resources,
             )
             handlers[future] = lambda future, spec=spec: self._run_done(spec, future)  # type: ignore[misc]
 

@@ -340,7 +340,8 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
 
         When the world-model update is skipped (:class:`~sb3_gitstorm.guards.DivergenceGuard`), so is the
         actor-critic update with ``imagine_starts="batch"``, whose start states would be that update's
-        tokens; ``"replay"`` starts encode fresh windows with the unchanged world model and go on.
+        tokens; ``"replay"`` starts encode fresh windows with the unchanged world model and go on. The
+        logged losses average the updates that were made (a skipped one's are not finite).
         """
         if not self.replay_buffer.can_sample(max(self.batch_length, self.imagine_context_length)):
             return  # each environment column needs one full window first
@@ -348,12 +349,16 @@ class GITSTORM(ResumableOffPolicyAlgorithm):
         logs: dict[str, list[float]] = defaultdict(list)
         for _ in range(gradient_steps):
             world_model_logs, batch, tokens = self._train_world_model(batch_size)
-            for key, value in world_model_logs.items():
-                logs[f"world_model/{key}"].append(value)
-            if self.imagine_starts == "batch" and self._divergence_guard.skipped_last("world_model"):
+            skipped = self._divergence_guard.skipped_last("world_model")
+            if not skipped:
+                for key, value in world_model_logs.items():
+                    logs[f"world_model/{key}"].append(value)
+            if skipped and self.imagine_starts == "batch":
                 continue  # the skipped update's tokens come from a diverged forward pass: no states to imagine from
-            for key, value in self._train_actor_critic(self._imagine(batch, tokens)).items():
-                logs[f"train/{key}"].append(value)
+            actor_critic_logs = self._train_actor_critic(self._imagine(batch, tokens))
+            if not self._divergence_guard.skipped_last("actor_critic"):
+                for key, value in actor_critic_logs.items():
+                    logs[f"train/{key}"].append(value)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self._divergence_guard.record(self.logger)

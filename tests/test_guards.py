@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
@@ -57,6 +59,27 @@ def test_a_few_non_finite_updates_are_skipped_and_counted(monkeypatch, fast_kwar
     assert logged.values["train/skipped_actor_critic_updates"] == 0
     assert adam_steps(model.policy.world_model_optimizer) == 13 and adam_steps(model.policy.actor_optimizer) == 16
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_skipped_updates_are_left_out_of_the_logged_losses(monkeypatch, fast_kwargs: dict) -> None:
+    """The losses logged after each update are finite: a skipped update's NaN losses are not averaged in."""
+    nan_world_model_loss(monkeypatch, "reward", range(2, 5))
+
+    class EveryUpdate(Logged):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+
+        def _read(self) -> None:
+            self.history.append(dict(self.logger.name_to_value))
+
+    logged = EveryUpdate()
+    GITSTORM("MlpPolicy", "CartPole-v1", seed=0, **fast_kwargs).learn(48, callback=logged)
+    losses = [
+        (key, value) for values in logged.history for key, value in values.items() if key.startswith(("world_model/", "train/"))
+    ]
+    assert any(key == "world_model/reward_loss" for key, _ in losses)
+    assert all(math.isfinite(value) for _, value in losses), [key for key, value in losses if not math.isfinite(value)]
 
 
 def test_skipped_updates_leave_the_weights_alone_and_stop_the_run(monkeypatch, fast_kwargs: dict) -> None:

@@ -10,6 +10,7 @@ Examples::
     python benchmarks/throughput.py --size base --policy cnn --device cuda --replay-on-device --matmul-precision highest
     python benchmarks/throughput.py --size tiny --policy cnn --imagine-batch-size 256 --threads 1 --skip-naive
     python benchmarks/throughput.py --size tiny --policy cnn --image-size 64 --imagine-batch-size 256 --threads 1 --skip-naive
+    python benchmarks/throughput.py --size base --policy cnn --batch-scale 0.125 --prior both --decode 4/4/1 --skip-naive
 
 Every figure is the median over ``--repeats`` timed repetitions after ``--warmup`` untimed ones,
 with the paper's batch sizes (16 x 64 world-model windows, 1024 x 16 imagined steps) unless
@@ -17,9 +18,10 @@ with the paper's batch sizes (16 x 64 world-model windows, 1024 x 16 imagined st
 variant (``no-kv-cache``: the transformer recomputes the whole history at every imagined step, as
 the STORM code does), interleaved with the cached one so that both see the same machine load; the
 ``speed-up`` column is their ratio. ``--prior both`` measures the MaskGIT and the MLP prior in one
-run and prints their cost ratio per imagined step; ``--imagine-starts`` (default both) measures
-imagination from fresh replay windows (``"replay"``, the paper) and from the world-model batch
-(``"batch"``) and prints their ratio.
+run and prints their cost ratio per imagined step (``--decode`` sets the MaskGIT prior's decoding schedule
+in imagination, e.g. ``4/4/1``: draft 4, revise 4, 1 round; the paper's 1/1/1 by default);
+``--imagine-starts`` (default both) measures imagination from fresh replay windows (``"replay"``, the
+paper) and from the world-model batch (``"batch"``) and prints their ratio.
 
 On CUDA the timers synchronise the device before starting and before stopping, and the peak GPU
 memory is ``torch.cuda.max_memory_allocated``. Peak RSS is the process high-water mark.
@@ -228,6 +230,9 @@ def make_model(args: argparse.Namespace, prior: str, starts: str, device: th.dev
         imagine_horizon=16,
         imagine_starts=starts,
         prior=prior,
+        draft_steps=args.decode[0],
+        revise_steps=args.decode[1],
+        revise_rounds=args.decode[2],
         policy_kwargs=dict(size=args.size, image_size=model_image_size(args)),
         device=device,
         seed=args.seed,
@@ -386,7 +391,8 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         ]
         print(
             f"\n== size={args.size} policy={args.policy} image_size={model_image_size(args)} "
-            f"prior={r['prior']} imagine_starts={r['imagine_starts']} "
+            f"prior={r['prior']} decode={'/'.join(map(str, args.decode)) if r['prior'] == 'maskgit' else '-'} "
+            f"imagine_starts={r['imagine_starts']} "
             f"device={args.device} bf16={args.bf16} matmul_precision={args.matmul_precision or 'default'} =="
         )
         first = "kv-cache" if r["kv_cache"] else "no-kv-cache"
@@ -415,9 +421,10 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     for starts in ("replay", "batch"):
         if (mg := by_variant.get(("maskgit", starts))) and (mlp := by_variant.get(("mlp", starts))):
             print(
-                f"\nMaskGIT / MLP prior cost per imagined step ({starts} starts): whole step "
+                f"\nMaskGIT ({'/'.join(map(str, args.decode))}) / MLP prior cost ({starts} starts): imagined step "
                 f"{mg['ms']['imagine'] / mlp['ms']['imagine']:.2f}x, prior alone "
-                f"{mg['prior_ms_per_imagined_step'] / mlp['prior_ms_per_imagined_step']:.2f}x"
+                f"{mg['prior_ms_per_imagined_step'] / mlp['prior_ms_per_imagined_step']:.2f}x, "
+                f"full loop per env step {mg['ms']['loop_step'] / mlp['ms']['loop_step']:.2f}x"
             )
     for prior in ("maskgit", "mlp"):
         if (replay := by_variant.get((prior, "replay"))) and (batch := by_variant.get((prior, "batch"))):
@@ -425,6 +432,14 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
                 f"\n{prior}: batch / replay starts, imagination {batch['ms']['imagine'] / replay['ms']['imagine']:.2f}x, "
                 f"full loop per env step {batch['ms']['loop_step'] / replay['ms']['loop_step']:.2f}x"
             )
+
+
+def decode_schedule(text: str) -> tuple[int, int, int]:
+    """``"4/4/1"`` -> ``(4, 4, 1)``."""
+    parts = text.split("/")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected draft/revise/rounds, e.g. 4/4/1, got {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -436,6 +451,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=None, help="CNN image side (default: the size's)")
     parser.add_argument("--env", default=None, help="gymnasium id to use instead of CartPole-v1 / the synthetic image env")
     parser.add_argument("--prior", choices=["maskgit", "mlp", "both"], default="maskgit")
+    parser.add_argument(
+        "--decode",
+        type=decode_schedule,
+        default=(1, 1, 1),
+        metavar="D/R/N",
+        help="the MaskGIT prior's decoding: draft steps / revise steps / revise rounds (default 1/1/1, the paper's)",
+    )
     parser.add_argument(
         "--imagine-starts", choices=["replay", "batch", "both"], default="both", help="GITSTORM's imagine_starts option(s)"
     )

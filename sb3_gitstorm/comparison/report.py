@@ -249,8 +249,13 @@ class Report:
                 points.append(
                     {"env": spec.env_id, "algo": spec.algo, "seed": spec.seed, **point, "normalized_return": normalized}
                 )
+        config = dataclasses.asdict(self.config)
+        # A variant's algorithm and settings (its action spaces are classes, which JSON does not hold).
+        config["variants"] = {
+            name: {"algorithm": v.zoo_algo, "hyperparams": v.hyperparams} for name, v in self.config.variants.items()
+        }
         return {
-            "config": dataclasses.asdict(self.config),
+            "config": config,
             "normalization": {env_id: norm and dataclasses.asdict(norm) for env_id, norm in self.norms.items()},
             "skipped": [skip._asdict() for skip in self.skipped],
             "missing": [spec.name for spec in self.missing],

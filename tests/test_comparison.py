@@ -170,6 +170,14 @@ def test_command_line_budget_replaces_every_environments_budget() -> None:
         load_config(CONFIGS / "cpu-pixels.yml", budget=0)
 
 
+def test_command_line_seeds_replace_the_configurations_seeds() -> None:
+    config = load_config(CONFIGS / "cpu-pixels.yml", seeds=[3, 4])
+    assert config.seeds == (3, 4) and {run.seed for run in plan(config)[0]} == {3, 4}
+    assert load_config(CONFIGS / "cpu-pixels.yml").seeds == (0, 1, 2)
+    with pytest.raises(ValueError, match="--seeds must be distinct"):
+        load_config(CONFIGS / "cpu-pixels.yml", seeds=[3, 3])
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -1,4 +1,4 @@
-"""``python benchmarks/compare.py --config <yaml> --out <dir> [--env ID] [--budget N] [--set algo.key=value]
+"""``python benchmarks/compare.py --config <yaml> --out <dir> [--env ID] [--budget N] [--seeds K ...] [--set algo.key=value]
 [--workers N] [--ray-address]`` (``--env`` and ``--set`` repeatable).
 """
 
@@ -47,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         help="environment steps per run on every environment, instead of the configuration's budgets",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="run these seeds instead of the configuration's (e.g. more seeds, in another --out folder)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     try:  # configuration errors, and finished runs in --out made with other settings
-        config = load_config(args.config, args.set, args.env, args.budget)
+        config = load_config(args.config, args.set, args.env, args.budget, args.seeds)
         runs, skipped = plan(config)
         sweep = Sweep(config, runs, args.out, console, args.save_models)
     except ValueError as error:

@@ -307,7 +307,11 @@ _Loader.add_implicit_resolver(
 
 
 def load_config(
-    path: str | Path, settings: Sequence[str] = (), env_ids: Sequence[str] = (), budget: int | None = None
+    path: str | Path,
+    settings: Sequence[str] = (),
+    env_ids: Sequence[str] = (),
+    budget: int | None = None,
+    seeds: Sequence[int] = (),
 ) -> BenchmarkConfig:
     """Read and validate a YAML configuration file (see the module docstring).
 
@@ -323,6 +327,8 @@ def load_config(
         Keep only these environments of the configuration (all when empty).
     budget : int, optional
         Environment steps per run on every (kept) environment, instead of the file's budgets.
+    seeds : sequence of int
+        The seeds to run instead of the file's (all of the file's when empty), e.g. more seeds in another folder.
     """
     config = parse_config(yaml.load(Path(path).read_text(), _Loader))
     known = [env.env_id for env in config.envs]
@@ -330,6 +336,10 @@ def load_config(
         raise ValueError(f"--env {', '.join(unknown)}: not in this configuration, whose environments are {known}")
     if env_ids:
         config = dataclasses.replace(config, envs=tuple(env for env in config.envs if env.env_id in env_ids))
+    if seeds:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seeds must be distinct, got {list(seeds)}")
+        config = dataclasses.replace(config, seeds=tuple(seeds))
     if budget is not None:
         if budget < 1:
             raise ValueError(f"--budget must be a positive number of environment steps, got {budget}")

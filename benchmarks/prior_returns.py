@@ -53,11 +53,12 @@ def task_values(env: JumpingDotEnv) -> dict[str, Any]:
 
     Returns ``optimal``, ``best_constant`` (the best single action played throughout), ``myopic_is_optimal``
     (every action with the best expected immediate reward in a cell is also optimal there, at every step
-    to go) and ``optimal_actions``: a ``(max_steps, cells, cells, 3)`` bool array, by steps to go.
+    to go) and ``optimal_actions``: a ``(max_steps, cells, cells, 3)`` bool array indexed by the steps played
+    (``env.t``), the row and the column of the dot, and the action.
     """
     cells = env.cells
     states = [(y, x) for y in range(cells) for x in range(cells)]
-    # next[y, x, a]: the indices of the cells the dot may land in, each with probability 1 / outcomes
+    # landing[s, a]: the indices (row * cells + column) of the cells the dot may land in, each with probability 1 / outcomes
     landing = np.array([[[y * cells + x for y, x in sorted(env.targets(s, a))] for a in range(3)] for s in states])
     reward = env.rewarding[landing % cells].mean(-1).astype(np.float64)  # expected immediate reward (S, A)
     value = np.zeros(len(states))
@@ -111,7 +112,8 @@ def saved_runs(sweep: Path) -> list[dict[str, Any]]:
     """Every finished GITSTORM run of the sweep that kept its model: its spec (the ``.jsonl`` header) and paths."""
     runs = []
     for curve in sorted((sweep / "runs").glob("*/*/seed*.jsonl")):
-        spec = json.loads(curve.open().readline())["run"]
+        with curve.open() as f:
+            spec = json.loads(f.readline())["run"]
         if spec["zoo_algo"] == "gitstorm" and curve.with_suffix(".zip").is_file():
             runs.append(dict(spec=spec, model=curve.with_suffix(".zip")))
     if not runs:

@@ -60,7 +60,10 @@ def task_values(env: JumpingDotEnv) -> dict[str, Any]:
     states = [(y, x) for y in range(cells) for x in range(cells)]
     # landing[s, a]: the indices (row * cells + column) of the cells the dot may land in, each with probability 1 / outcomes
     landing = np.array([[[y * cells + x for y, x in sorted(env.targets(s, a))] for a in range(3)] for s in states])
-    reward = env.rewarding[landing % cells].mean(-1).astype(np.float64)  # expected immediate reward (S, A)
+    if env.late_reward:  # paid for the cell the step starts in, whatever the action
+        reward = np.repeat(env.rewarding[np.arange(len(states)) % cells, None], 3, 1).astype(np.float64)
+    else:  # the expected reward of the landing cell
+        reward = env.rewarding[landing % cells].mean(-1).astype(np.float64)  # (S, A)
     value = np.zeros(len(states))
     constant = np.zeros((len(states), 3))  # the value of playing each action throughout
     myopic = np.isclose(reward, reward.max(-1, keepdims=True))

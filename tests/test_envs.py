@@ -187,6 +187,17 @@ def test_jumping_dot_pays_in_its_reward_columns_which_are_tinted() -> None:
             JumpingDotEnv(size=16, cells=4, jump=1, reward_columns=columns)
 
 
+def test_jumping_dot_late_reward_pays_for_the_cell_the_step_starts_in() -> None:
+    """With ``late_reward`` a step pays for the column the dot was in before it moved and jumped."""
+    env = JumpingDotEnv(size=16, cells=4, jump=1, outcomes=4, reward_columns=[1, 2], late_reward=True)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(100):
+        start = int(env.cell[1])
+        _, reward, *_ = env.step(int(env.action_space.sample()))
+        assert reward == float(start in (1, 2))
+
+
 def test_jumping_dot_checker_rejects_mixed_missing_and_misplaced_dots() -> None:
     """Two half dots, no dot, a dot in a cell the jump cannot reach, or a smeared dot are infeasible."""
     env = JumpingDotEnv(size=16, cells=4, jump=1, outcomes=4)

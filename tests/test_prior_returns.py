@@ -18,12 +18,14 @@ TASK = dict(size=16, cells=4, jump=1, outcomes=4)
 
 @pytest.mark.parametrize(
     "reward_columns, optimal, constant, myopic",
-    [([1, 2], 75.0, 50.0, True), (None, 74.833, 64.286, False), ([0], 39.99, 35.679, False)],
+    [([1, 2], 75.0, 50.0, True), (None, 74.833, 64.286, False), ([0], 39.99, 35.679, False), ("late", 74.75, 50.0, False)],
 )
-def test_task_values(reward_columns: list[int] | None, optimal: float, constant: float, myopic: bool) -> None:
+def test_task_values(reward_columns: list[int] | str | None, optimal: float, constant: float, myopic: bool) -> None:
     """Value iteration's figures, and its optimal actions scoring its optimum when played (Monte Carlo, fixed seeds)."""
     script = load_benchmark("prior_returns")
-    env = JumpingDotEnv(**TASK, reward_columns=reward_columns, max_steps=100)
+    late = reward_columns == "late"  # the middle columns, paid one step late: no action changes the immediate reward
+    columns = [1, 2] if late else reward_columns
+    env = JumpingDotEnv(**TASK, reward_columns=columns, max_steps=100, late_reward=late)  # type: ignore[arg-type]
     task = script.task_values(env)
     assert task["optimal"] == pytest.approx(optimal, abs=1e-3) and task["best_constant"] == pytest.approx(constant, abs=1e-3)
     assert task["myopic_is_optimal"] is myopic

@@ -81,6 +81,9 @@ class JumpingDotEnv(SquareOnGridEnv):
         Episodes are truncated after this many steps (there is no termination).
     reward_columns : sequence of int, optional
         The columns of the grid where the dot earns a reward of 1 (the others 0); the right half by default.
+    late_reward : bool
+        Pay a step for the column the dot *starts* it in, not the one it lands in: the reward of an action and
+        its random outcome arrives one step later, so a world model has to imagine the outcome to predict it.
     """
 
     # Jump directions (rows, columns); the first ``outcomes`` of them are drawn.
@@ -96,6 +99,7 @@ class JumpingDotEnv(SquareOnGridEnv):
         render_mode: str | None = None,
         outcomes: int = 2,
         reward_columns: Sequence[int] | None = None,
+        late_reward: bool = False,
     ) -> None:
         if outcomes not in self.OUTCOMES:
             raise ValueError(f"outcomes must be one of {self.OUTCOMES}, got {outcomes}")
@@ -104,7 +108,7 @@ class JumpingDotEnv(SquareOnGridEnv):
         if not columns or not set(columns) <= set(range(cells)):
             raise ValueError(f"reward_columns must be some of the grid's columns 0..{cells - 1}, got {reward_columns}")
         self.rewarding = np.isin(np.arange(cells), list(columns))
-        self.jump, self.outcomes = jump, outcomes
+        self.jump, self.outcomes, self.late_reward = jump, outcomes, late_reward
         self.offsets = jump * self.DIRECTIONS[:outcomes]
         if len(self.targets((0, cells // 2), 1)) != outcomes:
             raise ValueError(f"a jump of {jump} cells on a grid of {cells} cells does not reach {outcomes} distinct cells")
@@ -120,9 +124,10 @@ class JumpingDotEnv(SquareOnGridEnv):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         offset = self.offsets[self.np_random.integers(self.outcomes)]
+        start_column = self.cell[1]
         self.cell = (self._moved(self.cell, action) + offset) % self.cells
         self.t += 1
-        reward = float(self.rewarding[self.cell[1]])
+        reward = float(self.rewarding[start_column if self.late_reward else self.cell[1]])
         return self._obs(), reward, False, self.t >= self.max_steps, {}
 
     def targets(self, cell: tuple[int, int] | np.ndarray, action: int) -> set[tuple[int, int]]:

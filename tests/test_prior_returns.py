@@ -70,3 +70,6 @@ def test_prior_returns_analyses_a_sweep(tmp_path: Path) -> None:
     text = (sweep / "analysis.md").read_text()
     assert "| draft2 | 1 |" in text and "| gitstorm-mlp | 1 |" in text
     assert json.loads((sweep / "analysis.json").read_text())["env_kwargs"]["reward_columns"] == [1, 2]
+    # The sweep's results.json records each variant's zoo algorithm and settings.
+    variants = json.loads((sweep / "results.json").read_text())["config"]["variants"]
+    assert variants == {"draft2": {"zoo_algo": "gitstorm", "hyperparams": {"draft_steps": 2, "revise_steps": 2}}}

@@ -252,7 +252,7 @@ class Report:
         config = dataclasses.asdict(self.config)
         # A variant's algorithm and settings (its action spaces are classes, which JSON does not hold).
         config["variants"] = {
-            name: {"algorithm": v.zoo_algo, "hyperparams": v.hyperparams} for name, v in self.config.variants.items()
+            name: {"zoo_algo": v.zoo_algo, "hyperparams": v.hyperparams} for name, v in self.config.variants.items()
         }
         return {
             "config": config,

@@ -158,11 +158,9 @@ def run(task_name: str, variant_name: str, seed: int, budget_scale: float, path:
     mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=10)
 
     episodes = held_out_episodes(task_name)
-    starts = window_starts(episodes, CONTEXT, HORIZON, stride=4)
     evaluator = OpenLoopEvaluator(model, CONTEXT, HORIZON, samples=1)
     th.manual_seed(seed)
-    for i in range(0, len(starts), 64):
-        evaluator.add(gather_windows(episodes, starts[i : i + 64], CONTEXT, HORIZON))
+    evaluator.add_episodes(episodes, stride=4)
     metrics = evaluator.summary()
     record = dict(
         task=task_name,

@@ -178,10 +178,8 @@ def evaluate(model: GITSTORM, outcomes: int, held_out: list[Episode], seed: int)
     """Open-loop metrics and feasibility on the held-out windows, and the error of an empty frame."""
     env = make_env(outcomes)
     evaluator = FeasibilityEvaluator(model, CONTEXT, HORIZON, env.feasible, samples=SAMPLES)
-    starts = window_starts(held_out, CONTEXT, HORIZON, stride=HORIZON)
     th.manual_seed(seed)
-    for i in range(0, len(starts), 64):
-        evaluator.add(gather_windows(held_out, starts[i : i + 64], CONTEXT, HORIZON))
+    evaluator.add_episodes(held_out, stride=HORIZON)
     metrics = evaluator.summary()
     # The error of a frame without the dot: a model whose reconstructions do no better has not learnt the dot.
     background = env._background().astype(np.float32) / 255.0

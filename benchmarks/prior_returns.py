@@ -42,7 +42,7 @@ from tqdm import tqdm
 from benchmarks.prior_comparison import mean_ci
 from sb3_gitstorm import GITSTORM
 from sb3_gitstorm.envs.toy import JumpingDotEnv
-from sb3_gitstorm.world_model_metrics import FeasibilityEvaluator, collect_episode, gather_windows, window_starts
+from sb3_gitstorm.world_model_metrics import FeasibilityEvaluator, collect_episode
 
 CONTEXT, HORIZON, SAMPLES = 4, 4, 4
 HELD_OUT_SEED = 10_000  # held-out episodes: seeds the sweep's runs (0, 1, ...) never reset with
@@ -102,10 +102,8 @@ def world_model_quality(model: GITSTORM, env: JumpingDotEnv, episodes: int) -> d
     """Open-loop feasibility, perplexity and frame error on held-out random-policy episodes."""
     held_out = [collect_episode(env, None, HELD_OUT_SEED + i) for i in range(episodes)]
     evaluator = FeasibilityEvaluator(model, CONTEXT, HORIZON, env.feasible, samples=SAMPLES)
-    starts = window_starts(held_out, CONTEXT, HORIZON, stride=HORIZON)
     th.manual_seed(0)
-    for i in range(0, len(starts), 64):
-        evaluator.add(gather_windows(held_out, starts[i : i + 64], CONTEXT, HORIZON))
+    evaluator.add_episodes(held_out, stride=HORIZON)
     summary = evaluator.summary()
     keys = ("feasible", "feasible_rollout", "reconstruction_feasible", "prior_perplexity", "mse")
     return {key: summary[key] for key in keys} | {"feasible_per_step": summary["feasible_per_step"]}

@@ -485,6 +485,12 @@ class OpenLoopEvaluator:
         self.sums[name] += (values * weights).sum(0)
         self.counts[name] += weights.sum(0)
 
+    def add_episodes(self, episodes: list[Episode], stride: int, batch_size: int = 64) -> None:
+        """:meth:`add` every window of ``episodes`` (:func:`window_starts` with ``stride``), ``batch_size`` at a time."""
+        starts = window_starts(episodes, self.context, self.horizon, stride)
+        for i in range(0, len(starts), batch_size):
+            self.add(gather_windows(episodes, starts[i : i + batch_size], self.context, self.horizon))
+
     def add(self, windows: Windows) -> OpenLoopPrediction:
         """Predict a batch of windows and accumulate its metrics; returns the prediction (e.g. to draw it)."""
         p = self.predict(windows)

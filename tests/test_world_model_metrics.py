@@ -318,3 +318,18 @@ def test_gitstorm_vs_storm_end_to_end(tmp_path: Path, fast_kwargs: dict) -> None
             assert png.size == (6 * 34 - 2, 2 * (3 * 34 - 2) + 8)
     table = (out / "metrics.md").read_text()
     assert "| metric | maskgit | mlp |" in table and "FVD" in table and "### frame SSIM per horizon step" in table
+
+
+def test_add_episodes_adds_every_window_in_batches(fast_kwargs: dict) -> None:
+    """``add_episodes`` is ``add`` over the :func:`window_starts` windows, ``batch_size`` at a time."""
+    model = GITSTORM("MlpPolicy", "CartPole-v1", **fast_kwargs)
+    episodes = [collect_episode(gym.make("CartPole-v1"), seed=i) for i in range(2)]
+    starts = window_starts(episodes, 2, 3, stride=2)
+    by_hand, batched = (OpenLoopEvaluator(model, context=2, horizon=3, samples=2) for _ in range(2))
+    th.manual_seed(0)
+    for i in range(0, len(starts), 3):
+        by_hand.add(gather_windows(episodes, starts[i : i + 3], 2, 3))
+    th.manual_seed(0)
+    batched.add_episodes(episodes, stride=2, batch_size=3)
+    assert batched.windows == len(starts) > 3
+    assert batched.summary() == by_hand.summary()
